@@ -1,0 +1,31 @@
+"""Connectors: sources that turn bytes into validated float arrays with positions, and sinks.
+
+This package knows nothing of Gaussian mixtures and never imports ``online_gmm``.
+"""
+
+from connectors.base import Batch, ConnectorError, PositionError, Reject, Sink, Source
+from connectors.deadletter import DeadLetterSink
+from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, RawArrayDecoder
+from connectors.files import CSVSink, CSVSource, JSONLinesSink, JSONLinesSource, ParquetSource
+from connectors.memory import MemorySink, MemorySource
+
+__all__ = [
+    "Batch",
+    "ConnectorError",
+    "PositionError",
+    "Reject",
+    "Sink",
+    "Source",
+    "Decoder",
+    "JSONDecoder",
+    "CSVDecoder",
+    "RawArrayDecoder",
+    "CSVSource",
+    "JSONLinesSource",
+    "ParquetSource",
+    "JSONLinesSink",
+    "CSVSink",
+    "DeadLetterSink",
+    "MemorySource",
+    "MemorySink",
+]
