@@ -1,0 +1,12 @@
+"""online-gmm: streaming Gaussian mixture models.
+
+The incremental (stepwise) EM core behind a scikit-learn estimator (:class:`OnlineGaussianMixture`),
+River learners (:mod:`online_gmm.river`), and a resumable pipeline (:mod:`online_gmm.pipeline`).
+"""
+
+from online_gmm._online import ComponentReseededWarning
+from online_gmm._suffstats import SufficientStatistics
+from online_gmm.estimator import OnlineGaussianMixture
+
+__all__ = ["OnlineGaussianMixture", "SufficientStatistics", "ComponentReseededWarning"]
+__version__ = "0.1.0"

@@ -1,0 +1,80 @@
+"""Full-batch EM with several starts: scikit-learn's ``GaussianMixture.fit`` loop, on the shared core.
+
+Used by :meth:`OnlineGaussianMixture.fit`, by the online warm-up, and by the pipeline's refits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from online_gmm._em import EMResult, GaussianParams, run_em
+from online_gmm._init import initial_params
+
+__all__ = ["fit_em", "BatchInit"]
+
+
+def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_params: str, n_init: int,
+           rng: np.random.RandomState, reg_covar: float, tol: float, max_iter: int,
+           sample_weight: np.ndarray | None = None, weights_init=None, means_init=None,
+           precisions_init=None, start: GaussianParams | None = None, start_lower_bound: float = -np.inf,
+           on_iter: Callable[[int, int, float, float], None] | None = None) -> EMResult:
+    """Best of ``n_init`` EM runs by final lower bound (ties keep the first), as scikit-learn does.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    start : GaussianParams, optional
+        Warm start: a single run from these parameters (``n_init`` is then ignored).
+    on_iter : callable(init, n_iter, lower_bound, change), optional
+        Progress callback (verbose output).
+
+    Returns
+    -------
+    EMResult
+        With ``stats`` the statistics of ``X`` from which the returned parameters were computed.
+    """
+    best: EMResult | None = None
+    runs = 1 if start is not None else n_init
+    for init in range(runs):
+        if start is not None:
+            params, lb0 = start, start_lower_bound
+        else:
+            params = initial_params(X, n_components=n_components, covariance_type=covariance_type,
+                                    method=init_params, reg_covar=reg_covar, rng=rng,
+                                    sample_weight=sample_weight, weights_init=weights_init,
+                                    means_init=means_init, precisions_init=precisions_init)
+            lb0 = -np.inf
+        cb = None if on_iter is None else (lambda it, lb, ch, _i=init: on_iter(_i, it, lb, ch))
+        result = run_em(X, params, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                        sample_weight=sample_weight, lower_bound=lb0, on_iter=cb)
+        if best is None or result.lower_bound > best.lower_bound:
+            best = result
+    assert best is not None
+    return best
+
+
+@dataclass
+class BatchInit:
+    """Picklable warm-up initialiser: ``BatchInit(...)(X, sample_weight)`` runs :func:`fit_em`."""
+
+    n_components: int
+    covariance_type: str
+    init_params: str
+    n_init: int
+    rng: np.random.RandomState
+    reg_covar: float
+    tol: float
+    max_iter: int
+    weights_init: Any = None
+    means_init: Any = None
+    precisions_init: Any = None
+
+    def __call__(self, X: np.ndarray, sample_weight: np.ndarray | None) -> EMResult:
+        return fit_em(X, n_components=self.n_components, covariance_type=self.covariance_type,
+                      init_params=self.init_params, n_init=self.n_init, rng=self.rng,
+                      reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
+                      sample_weight=sample_weight, weights_init=self.weights_init,
+                      means_init=self.means_init, precisions_init=self.precisions_init)

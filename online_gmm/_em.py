@@ -1,0 +1,243 @@
+"""The E-step and the EM loop, written once for every front end.
+
+:class:`GaussianParams` holds a mixture's parameters; :class:`Scorer` prepares them once for
+evaluation and works through data in cache-sized chunks with reused buffers (fresh large temporaries
+cost page faults); :func:`expected_statistics` is one E-step pass that returns the
+:class:`~online_gmm._suffstats.SufficientStatistics` of the data under the parameters (the "map" of a
+map-reduce); :func:`run_em` is scikit-learn's EM loop on top of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.special import logsumexp
+
+from online_gmm._gaussian import get_kernel
+from online_gmm._suffstats import SufficientStatistics
+
+__all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em", "chunk_rows"]
+
+#: floats per chunk buffer: about 1 MiB, comfortably inside L2
+_CHUNK_FLOATS = 1 << 17
+
+
+def chunk_rows(n_components: int, n_features: int) -> int:
+    """Rows per chunk so that a chunk's (rows, K*D) product stays cache-sized."""
+    return int(max(256, min(8192, _CHUNK_FLOATS // max(1, n_components * n_features))))
+
+
+@dataclass
+class GaussianParams:
+    """Parameters of a Gaussian mixture in scikit-learn's conventions.
+
+    Attributes
+    ----------
+    covariance_type : str
+    weights : ndarray of shape (n_components,)
+    means : ndarray of shape (n_components, n_features)
+    covariances : ndarray or None
+        Shape by type: full (K, D, D), tied (D, D), diag (K, D), spherical (K,). ``None`` when the
+        parameters were given as precisions.
+    precisions_cholesky : ndarray
+        Same shapes; upper-triangular ``U`` with ``precision = U @ U.T`` for full and tied.
+    """
+
+    covariance_type: str
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray | None
+    precisions_cholesky: np.ndarray
+    _prepared: dict | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    def prepared(self) -> dict:
+        """Per-parameter-set constants for :meth:`Scorer.log_prob`, computed once."""
+        if self._prepared is None:
+            kernel = get_kernel(self.covariance_type)
+            prep = kernel.prepare(self.means, self.precisions_cholesky)
+            with np.errstate(divide="ignore"):
+                prep["logw"] = np.log(self.weights)
+            self._prepared = prep
+        return self._prepared
+
+    def precisions(self) -> np.ndarray:
+        return get_kernel(self.covariance_type).precisions(self.precisions_cholesky)
+
+    def copy(self) -> "GaussianParams":
+        return GaussianParams(self.covariance_type, self.weights.copy(), self.means.copy(),
+                              None if self.covariances is None else self.covariances.copy(),
+                              self.precisions_cholesky.copy())
+
+    def is_finite(self) -> bool:
+        arrays = [self.weights, self.means, self.precisions_cholesky]
+        if self.covariances is not None:
+            arrays.append(self.covariances)
+        return all(np.isfinite(a).all() for a in arrays)
+
+    def n_parameters(self) -> int:
+        """Number of free parameters (for BIC/AIC)."""
+        k_comp, d = self.means.shape
+        return int(get_kernel(self.covariance_type).n_parameters(k_comp, d) + k_comp * d + k_comp - 1)
+
+
+class Scorer:
+    """Evaluates a parameter set on data in chunks, reusing its buffers between chunks and calls.
+
+    Parameters
+    ----------
+    params : GaussianParams
+    """
+
+    def __init__(self, params: GaussianParams) -> None:
+        self.params = params
+        self.kernel = get_kernel(params.covariance_type)
+        self.prep = params.prepared()
+        k_comp, d = params.means.shape
+        self.rows = chunk_rows(k_comp, d)
+        self._buf: dict[str, np.ndarray] | None = None
+
+    def _buffers(self) -> dict[str, np.ndarray]:
+        if self._buf is None:
+            k_comp, d = self.params.means.shape
+            self._buf = {"xc": np.empty((self.rows, d)), "y": np.empty((self.rows, k_comp * d)),
+                         "lp": np.empty((self.rows, k_comp)), "z": np.empty((self.rows, d))}
+        return self._buf
+
+    def chunks(self, n: int):
+        for start in range(0, n, self.rows):
+            yield start, min(n, start + self.rows)
+
+    def weighted_log_prob_chunk(self, Xc: np.ndarray) -> np.ndarray:
+        """log(w_k) + log N(x | k) for one chunk (at most ``self.rows`` rows) into a reused buffer."""
+        buf = self._buffers()
+        out = buf["lp"][: Xc.shape[0]]
+        self.kernel.log_prob(Xc, self.prep, out, buf)
+        out += self.prep["logw"]
+        return out
+
+    def log_resp_chunk(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log responsibilities, log p(x)) of one chunk; the first lives in a reused buffer."""
+        wlp = self.weighted_log_prob_chunk(Xc)
+        norm = logsumexp(wlp, axis=1)
+        wlp -= norm[:, None]
+        return wlp, norm
+
+    # -------------------------------------------------------------- whole-array helpers
+    def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        """log(w_k) + log N(x | k), shape (n_samples, n_components)."""
+        out = np.empty((X.shape[0], self.params.n_components))
+        for a, b in self.chunks(X.shape[0]):
+            out[a:b] = self.weighted_log_prob_chunk(X[a:b])
+        return out
+
+    def score_samples(self, X: np.ndarray) -> np.ndarray:
+        """log p(x), shape (n_samples,)."""
+        out = np.empty(X.shape[0])
+        for a, b in self.chunks(X.shape[0]):
+            out[a:b] = logsumexp(self.weighted_log_prob_chunk(X[a:b]), axis=1)
+        return out
+
+    def log_resp(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log responsibilities of shape (n, K), log p(x) of shape (n,))."""
+        resp = np.empty((X.shape[0], self.params.n_components))
+        norm = np.empty(X.shape[0])
+        for a, b in self.chunks(X.shape[0]):
+            lr, nm = self.log_resp_chunk(X[a:b])
+            resp[a:b] = lr
+            norm[a:b] = nm
+        return resp, norm
+
+    def expected_statistics(self, X: np.ndarray, sample_weight: np.ndarray | None = None
+                            ) -> tuple[SufficientStatistics, float]:
+        """One E-step pass: statistics of ``X`` under these parameters and the weighted log-likelihood.
+
+        Each chunk's statistics are formed about the chunk's own means and merged by Chan's formula,
+        so the pass needs no (n_samples, n_components) array and reads each chunk once.
+
+        Returns
+        -------
+        stats : SufficientStatistics
+        log_likelihood : float
+            sum_i w_i log p(x_i).
+        """
+        k_comp, d = self.params.means.shape
+        ctype = self.params.covariance_type
+        stats = SufficientStatistics.zeros(k_comp, d, ctype)
+        total = 0.0
+        buf = self._buffers()
+        for a, b in self.chunks(X.shape[0]):
+            Xc = X[a:b]
+            lr, norm = self.log_resp_chunk(Xc)
+            resp = np.exp(lr, out=lr)
+            w = None if sample_weight is None else sample_weight[a:b]
+            total += float(norm.sum() if w is None else norm @ w)
+            stats += SufficientStatistics.from_resp(Xc, resp, w, covariance_type=ctype, buf=buf["z"])
+        return stats, total
+
+
+def expected_statistics(X: np.ndarray, params: GaussianParams,
+                        sample_weight: np.ndarray | None = None) -> tuple[SufficientStatistics, float]:
+    """Functional form of :meth:`Scorer.expected_statistics` (used by the Dask map step)."""
+    return Scorer(params).expected_statistics(X, sample_weight)
+
+
+@dataclass
+class EMResult:
+    params: GaussianParams
+    n_iter: int
+    lower_bound: float
+    lower_bounds: list[float]
+    converged: bool
+    #: statistics the final parameters were computed from (None when max_iter == 0)
+    stats: SufficientStatistics | None = None
+
+
+def run_em(X: np.ndarray, params: GaussianParams, *, reg_covar: float, tol: float, max_iter: int,
+           sample_weight: np.ndarray | None = None, lower_bound: float = -np.inf,
+           on_iter: Callable[[int, float, float], None] | None = None,
+           e_step: Callable[[GaussianParams], tuple[SufficientStatistics, float]] | None = None
+           ) -> EMResult:
+    """scikit-learn's EM loop: E-step, M-step, stop when the lower bound changes by less than ``tol``.
+
+    The lower bound of an iteration is the (weighted) mean log-likelihood under the parameters its
+    E-step used, exactly as in :class:`sklearn.mixture.GaussianMixture`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    params : GaussianParams
+        Starting parameters.
+    e_step : callable, optional
+        Replaces the in-memory E-step pass (the Dask path maps it over chunks); must return the
+        statistics and the summed weighted log-likelihood.
+    """
+    if e_step is None:
+        def e_step(p: GaussianParams) -> tuple[SufficientStatistics, float]:
+            return Scorer(p).expected_statistics(X, sample_weight)
+    total_w = float(X.shape[0] if sample_weight is None else np.sum(sample_weight)) if X is not None else None
+    lower_bounds: list[float] = []
+    converged = False
+    n_iter = 0
+    stats = None
+    for n_iter in range(1, max_iter + 1):
+        prev = lower_bound
+        stats, ll = e_step(params)
+        params = stats.to_params(reg_covar)
+        lower_bound = ll / (total_w if total_w is not None else stats.total_weight)
+        lower_bounds.append(lower_bound)
+        if on_iter is not None:
+            on_iter(n_iter, lower_bound, lower_bound - prev)
+        if abs(lower_bound - prev) < tol:
+            converged = True
+            break
+    return EMResult(params, n_iter, lower_bound, lower_bounds, converged, stats)

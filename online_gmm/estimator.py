@@ -1,0 +1,479 @@
+"""``OnlineGaussianMixture``: scikit-learn's ``GaussianMixture`` API, plus ``partial_fit``."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from online_gmm._batch import BatchInit, fit_em
+from online_gmm._em import GaussianParams
+from online_gmm._gaussian import KERNELS
+from online_gmm._init import INIT_METHODS, check_inits
+from online_gmm._online import OnlineEM
+from online_gmm._schedule import StepSchedule
+from online_gmm._suffstats import SufficientStatistics
+
+__all__ = ["OnlineGaussianMixture"]
+
+
+class OnlineGaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by batch EM (``fit``) or stepwise online EM (``partial_fit``).
+
+    ``fit`` is scikit-learn's :class:`~sklearn.mixture.GaussianMixture` EM: from the same starting
+    parameters it reaches the same parameters, ``n_iter_`` and ``lower_bound_``. ``partial_fit`` is one
+    stepwise EM update per call: the batch's responsibility-weighted statistics (weight, centred mean,
+    scatter per component) are blended into running statistics with a step-size schedule, and the
+    parameters are their M-step. Memory is constant in the length of the stream.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+    tol : float, default=1e-3
+        EM stops when the lower bound (mean log-likelihood) changes by less than this.
+    reg_covar : float, default=1e-6
+        Added to the diagonal of every covariance.
+    max_iter : int, default=100
+        EM iterations per start in ``fit`` and in the warm-up.
+    n_init : int, default=1
+        Starts in ``fit``; the best lower bound wins.
+    init_params : {'kmeans', 'k-means++', 'random', 'random_from_data'}, default='kmeans'
+    weights_init : array-like of shape (n_components,), default=None
+    means_init : array-like of shape (n_components, n_features), default=None
+    precisions_init : array-like, default=None
+        Shape (K,) spherical, (K, D) diag, (D, D) tied, (K, D, D) full.
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+        ``fit`` starts from the previous solution.
+    verbose : int, default=0
+    verbose_interval : int, default=10
+    alpha : float in [0.5, 1], default=0.6
+        Decay exponent of the online step size ``gamma(t) = (t / step_unit + t0) ** -alpha``
+        (per unit of sample weight; see :class:`~online_gmm._schedule.StepSchedule`). ``alpha=1`` with
+        ``t0=0`` is the exact running average, for any batch sizes.
+    t0 : float, default=2.0
+        Offset of the schedule, in units of ``step_unit`` samples.
+    step_unit : float, default=1000.0
+        Samples per schedule step: the schedule does not depend on how the stream is cut into batches.
+    halflife : float or None, default=None
+        If set, forget old data at a constant rate: a sample's weight halves every ``halflife``
+        samples (for drifting streams).
+    warm_up : int or 'auto', default='auto'
+        Sample weight buffered by ``partial_fit`` before the first M-step; the buffer is fitted by
+        batch EM with ``warm_up_n_init`` starts. 'auto' is ``max(1000, 20 * n_components * n_features)``.
+    warm_up_n_init : int, default=3
+    min_weight : float, default=1e-3 / n_components when None
+        In ``partial_fit``, a component whose weight falls below this is re-seeded at the worst
+        explained points of the batch (recorded in ``reseeds_``, with a ``ComponentReseededWarning``).
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+    means_ : ndarray of shape (n_components, n_features)
+    covariances_ : ndarray
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+    lower_bounds_ : list of float
+    n_features_in_ : int
+    n_samples_seen_ : int
+        Records learned by ``fit`` and ``partial_fit`` since the last reset.
+    stats_ : SufficientStatistics
+        The statistics the parameters are the M-step of.
+    reseeds_ : list of (n_samples_seen, component)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from online_gmm import OnlineGaussianMixture
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.vstack([rng.normal(-5, 1, (500, 2)), rng.normal(5, 1, (500, 2))])
+    >>> gm = OnlineGaussianMixture(n_components=2, random_state=0).fit(X)
+    >>> np.round(np.sort(gm.means_[:, 0]))
+    array([-5.,  5.])
+    >>> online = OnlineGaussianMixture(n_components=2, warm_up=200, random_state=0)
+    >>> for batch in np.array_split(rng.permutation(X), 10):
+    ...     online = online.partial_fit(batch)
+    >>> online.n_samples_seen_
+    1000
+    >>> np.round(np.sort(online.means_[:, 0]))
+    array([-5.,  5.])
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(KERNELS))],
+        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
+        "alpha": [Interval(numbers.Real, 0.5, 1.0, closed="both")],
+        "t0": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "step_unit": [Interval(numbers.Real, 0.0, None, closed="neither")],
+        "halflife": [Interval(numbers.Real, 0.0, None, closed="neither"), None],
+        "warm_up": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "warm_up_n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "min_weight": [Interval(numbers.Real, 0.0, 1.0, closed="left"), None],
+    }
+
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "kmeans", weights_init=None, means_init=None,
+                 precisions_init=None, random_state=None, warm_start: bool = False, verbose: int = 0,
+                 verbose_interval: int = 10, alpha: float = 0.6, t0: float = 2.0,
+                 step_unit: float = 1000.0, halflife: float | None = None,
+                 warm_up: int | str = "auto", warm_up_n_init: int = 3,
+                 min_weight: float | None = None) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.alpha = alpha
+        self.t0 = t0
+        self.step_unit = step_unit
+        self.halflife = halflife
+        self.warm_up = warm_up
+        self.warm_up_n_init = warm_up_n_init
+        self.min_weight = min_weight
+
+    # ================================================================== validation helpers
+    def _validate_X(self, X, *, reset: bool, min_samples: int = 1) -> np.ndarray:
+        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=min_samples,
+                             order="C")
+
+    @staticmethod
+    def _validate_weight(sample_weight, n: int) -> np.ndarray | None:
+        if sample_weight is None:
+            return None
+        if isinstance(sample_weight, numbers.Number):
+            w = np.full(n, float(sample_weight))
+        else:
+            w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError("sample_weight contains NaN or infinity")
+        if np.any(w < 0):
+            raise ValueError(f"sample_weight must be >= 0, got a minimum of {w.min()!r}")
+        if w.sum() <= 0:
+            raise ValueError("sample_weight: all weights are zero; their sum must be positive")
+        return w
+
+    def _schedule(self) -> StepSchedule:
+        return StepSchedule(alpha=float(self.alpha), t0=float(self.t0), unit=float(self.step_unit),
+                            halflife=None if self.halflife is None else float(self.halflife))
+
+    def _warm_up_size(self, n_features: int) -> int:
+        if self.warm_up == "auto":
+            return int(max(1000, 20 * self.n_components * n_features))
+        return int(self.warm_up)
+
+    def _inits(self, n_features: int):
+        return check_inits(self.weights_init, self.means_init, self.precisions_init,
+                           n_components=self.n_components, n_features=n_features,
+                           covariance_type=self.covariance_type)
+
+    def _new_online(self, n_features: int, rng: np.random.RandomState) -> OnlineEM:
+        weights_init, means_init, precisions_init = self._inits(n_features)
+
+        initialise = BatchInit(self.n_components, self.covariance_type, self.init_params,
+                               self.warm_up_n_init, rng, self.reg_covar, self.tol, self.max_iter,
+                               weights_init, means_init, precisions_init)
+        min_weight = self.min_weight if self.min_weight is not None else 1e-3 / self.n_components
+        return OnlineEM(self.n_components, self.covariance_type, self.reg_covar, self._schedule(),
+                        self._warm_up_size(n_features), initialise, min_weight, rng)
+
+    # ================================================================== fitting
+    def fit(self, X, y=None, sample_weight=None) -> "OnlineGaussianMixture":
+        """Estimate the parameters with full-batch EM (``n_init`` starts, the best one kept).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample; ``sample_weight=2`` is the same as the row appearing twice.
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
+        """Fit with batch EM, then return the label of each sample, shape (n_samples,)."""
+        X = self._fit(X, sample_weight)
+        return self.predict(X)
+
+    def _fit(self, X, sample_weight) -> np.ndarray:
+        self._validate_params()
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        X = self._validate_X(X, reset=do_init, min_samples=2)
+        n, d = X.shape
+        if n < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
+                f"n_samples = {n}")
+        w = self._validate_weight(sample_weight, n)
+        weights_init, means_init, precisions_init = self._inits(d)
+        rng = check_random_state(self.random_state)
+
+        def on_iter(init, it, lb, change):
+            if self.verbose >= 1 and (it % self.verbose_interval == 0 or self.verbose >= 2):
+                print(f"  Initialization {init}, iteration {it}: lower bound {lb:.6f}, change {change:.3e}")
+
+        start = self._params_ if not do_init else None
+        result = fit_em(X, n_components=self.n_components, covariance_type=self.covariance_type,
+                        init_params=self.init_params, n_init=self.n_init, rng=rng,
+                        reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
+                        sample_weight=w, weights_init=weights_init, means_init=means_init,
+                        precisions_init=precisions_init, start=start,
+                        start_lower_bound=self.lower_bound_ if start is not None else -np.inf,
+                        on_iter=on_iter if self.verbose else None)
+        if not result.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init parameters, "
+                "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
+        online = self._new_online(d, rng)
+        stats = result.stats
+        if stats is None:
+            from online_gmm._em import Scorer
+            stats, _ = Scorer(result.params).expected_statistics(X, w)
+        total = float(n if w is None else w.sum())
+        online.set_state(stats, result.params, total)
+        online.n_seen = n
+        online.weight_seen = total
+        self._online = online
+        self.converged_ = bool(result.converged)
+        self.n_iter_ = int(result.n_iter)
+        self.lower_bound_ = float(result.lower_bound)
+        self.lower_bounds_ = list(result.lower_bounds)
+        self._publish(result.params)
+        return X
+
+    def partial_fit(self, X, y=None, sample_weight=None) -> "OnlineGaussianMixture":
+        """One stepwise EM update from a batch (the first ``warm_up`` samples are buffered first).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Any number of rows, one included.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "_online")
+        if first:
+            self._validate_params()
+        X = self._validate_X(X, reset=first)
+        w = self._validate_weight(sample_weight, X.shape[0])
+        if first:
+            self._online = self._new_online(X.shape[1], check_random_state(self.random_state))
+            self.converged_ = False
+            self.n_iter_ = 0
+            self.lower_bound_ = -np.inf
+            self.lower_bounds_ = []
+        self._online.update(X, w)
+        if self._online.initialised:
+            self._publish(self._online.params)
+        return self
+
+    # ================================================================== fitted state
+    def _publish(self, params: GaussianParams) -> None:
+        self._params_ = params
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = params.precisions()
+        if params.covariances is None:  # given as precisions (max_iter=0 with precisions_init)
+            if self.covariance_type in ("full", "tied"):
+                self.covariances_ = np.linalg.inv(self.precisions_)
+            else:
+                self.covariances_ = 1.0 / self.precisions_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_params_")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_params_") and hasattr(self, "_online"):
+            from sklearn.exceptions import NotFittedError
+            raise NotFittedError(
+                f"This {type(self).__name__} is still warming up: {self._online.buffered:g} of "
+                f"{self._online.warm_up} samples buffered. Call partial_fit with more data, or fit.")
+        check_is_fitted(self)
+
+    @property
+    def stats_(self) -> SufficientStatistics:
+        self._check_fitted()
+        return self._online.stats
+
+    @property
+    def n_samples_seen_(self) -> int:
+        if not hasattr(self, "_online"):
+            raise AttributeError("n_samples_seen_")
+        return self._online.n_seen
+
+    @property
+    def reseeds_(self) -> list:
+        return list(self._online.reseeds) if hasattr(self, "_online") else []
+
+    def _scorer(self):
+        self._check_fitted()
+        online = self._online
+        if online.params is not self._params_:
+            from online_gmm._em import Scorer
+            return Scorer(self._params_)
+        return online.scorer()
+
+    # ================================================================== inference
+    def score_samples(self, X) -> np.ndarray:
+        """Log-likelihood of each sample, shape (n_samples,)."""
+        self._check_fitted()
+        X = self._validate_X(X, reset=False)
+        return self._scorer().score_samples(X)
+
+    def score(self, X, y=None) -> float:
+        """Mean log-likelihood of ``X``."""
+        return float(self.score_samples(X).mean())
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Posterior probability of each component, shape (n_samples, n_components)."""
+        self._check_fitted()
+        X = self._validate_X(X, reset=False)
+        log_resp, _ = self._scorer().log_resp(X)
+        return np.exp(log_resp)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable component of each sample, shape (n_samples,)."""
+        self._check_fitted()
+        X = self._validate_X(X, reset=False)
+        return self._scorer().weighted_log_prob(X).argmax(axis=1)
+
+    def _estimate_weighted_log_prob(self, X) -> np.ndarray:
+        return self._scorer().weighted_log_prob(X)
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion of the model on ``X`` (lower is better)."""
+        X = self._validate_X(X, reset=False)
+        return float(-2 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0]))
+
+    def aic(self, X) -> float:
+        """Akaike information criterion of the model on ``X`` (lower is better)."""
+        X = self._validate_X(X, reset=False)
+        return float(-2 * self.score(X) * X.shape[0] + 2 * self._n_parameters())
+
+    def _n_parameters(self) -> int:
+        self._check_fitted()
+        return self._params_.n_parameters()
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw samples from the fitted mixture.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        self._check_fitted()
+        if n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. It must be >= 1.")
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        d = self.means_.shape[1]
+        if self.covariance_type == "full":
+            X = np.vstack([rng.multivariate_normal(m, c, int(n)) for m, c, n in
+                           zip(self.means_, self.covariances_, counts)])
+        elif self.covariance_type == "tied":
+            X = np.vstack([rng.multivariate_normal(m, self.covariances_, int(n)) for m, n in
+                           zip(self.means_, counts)])
+        else:
+            X = np.vstack([m + rng.standard_normal(size=(n, d)) * np.sqrt(c) for m, c, n in
+                           zip(self.means_, self.covariances_, counts)])
+        y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
+        return X, y
+
+    # ================================================================== map-reduce
+    def merge(self, other: "OnlineGaussianMixture") -> "OnlineGaussianMixture":
+        """A new model whose statistics are the sum of both models' (Chan's merge), and its M-step.
+
+        Both models must have the same hyper-parameters shape (components, features, covariance type).
+        For map-reduce: fit each shard's statistics under shared parameters, merge, and the M-step of
+        the merged statistics is one EM step over all the data.
+        """
+        self._check_fitted()
+        other._check_fitted()
+        if other.n_features_in_ != self.n_features_in_:
+            raise ValueError(
+                f"cannot merge a model with {other.n_features_in_} features into one with "
+                f"{self.n_features_in_}")
+        stats = self.stats_ + other.stats_
+        return self._from_state(stats, t=self._online.t + other._online.t,
+                                n_seen=self._online.n_seen + other._online.n_seen,
+                                weight_seen=self._online.weight_seen + other._online.weight_seen)
+
+    def _from_state(self, stats: SufficientStatistics, *, t: float, n_seen: int,
+                    weight_seen: float) -> "OnlineGaussianMixture":
+        from sklearn.base import clone
+        new = clone(self)
+        new.n_features_in_ = stats.n_features
+        if hasattr(self, "feature_names_in_"):
+            new.feature_names_in_ = self.feature_names_in_
+        online = new._new_online(stats.n_features, check_random_state(self.random_state))
+        params = stats.to_params(self.reg_covar)
+        online.set_state(stats, params, t)
+        online.n_seen = n_seen
+        online.weight_seen = weight_seen
+        new._online = online
+        new.converged_ = False
+        new.n_iter_ = 0
+        new.lower_bound_ = -np.inf
+        new.lower_bounds_ = []
+        new._publish(params)
+        return new
+
+    @classmethod
+    def from_statistics(cls, stats: SufficientStatistics, **params: Any) -> "OnlineGaussianMixture":
+        """A fitted model whose parameters are the M-step of ``stats``."""
+        params.setdefault("n_components", stats.n_components)
+        params.setdefault("covariance_type", stats.covariance_type)
+        if params["n_components"] != stats.n_components or params["covariance_type"] != stats.covariance_type:
+            raise ValueError("n_components and covariance_type must match the statistics")
+        model = cls(**params)
+        model._validate_params()
+        total = stats.total_weight
+        return model._from_state(stats.copy(), t=total, n_seen=int(round(total)), weight_seen=total)
