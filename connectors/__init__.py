@@ -4,9 +4,11 @@ This package knows nothing of Gaussian mixtures and never imports ``online_gmm``
 """
 
 from connectors.base import Batch, ConnectorError, PositionError, Reject, Sink, Source
+from connectors.broker import LocalBroker
 from connectors.deadletter import DeadLetterSink
 from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, RawArrayDecoder
 from connectors.files import CSVSink, CSVSource, JSONLinesSink, JSONLinesSource, ParquetSource
+from connectors.kafka import KafkaSink, KafkaSource
 from connectors.memory import MemorySink, MemorySource
 
 __all__ = [
@@ -28,4 +30,7 @@ __all__ = [
     "DeadLetterSink",
     "MemorySource",
     "MemorySink",
+    "KafkaSource",
+    "KafkaSink",
+    "LocalBroker",
 ]
