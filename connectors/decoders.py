@@ -37,6 +37,7 @@ import csv
 import io
 import json
 import math
+from itertools import repeat
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -353,8 +354,10 @@ class CSVDecoder:
     When a header is known, every row must have exactly as many cells as the header (a row with an
     extra delimiter is rejected rather than read shifted).  Values are parsed as Python floats,
     except that underscores (``1_000``) are rejected; surrounding spaces are allowed.  A batch of
-    clean rows is parsed in one call to :func:`numpy.loadtxt`; any problem sends the batch down a
+    clean rows is parsed in one call to a C parser; any problem sends the batch down a
     row-by-row path that finds the culprit, so results do not depend on how records are batched.
+    The batch parser is pyarrow's CSV reader (single-threaded) when pyarrow is installed, else
+    :func:`numpy.loadtxt`.
 
     Examples
     --------
@@ -472,7 +475,8 @@ class CSVDecoder:
         return out
 
     def _fast(self, raws: Sequence[bytes]) -> np.ndarray | None:
-        """All rows at once through numpy.loadtxt, or None if anything looks unusual."""
+        """All rows at once through a C parser (pyarrow if installed, else numpy.loadtxt), or None
+        if anything looks unusual (then the row-by-row path decides, so results never differ)."""
         try:
             block = b"\n".join(raws)
         except TypeError:
@@ -482,22 +486,56 @@ class CSVDecoder:
         n = len(raws)
         if block.count(b"\n") != n - 1:
             return None  # a record with an embedded newline
-        d = self._bdelim
-        if self._width is not None:
-            w = self._width - 1
-            for r in raws:
-                if r.count(d) != w:
-                    return None
+        if self._width is not None and set(map(bytes.count, raws, repeat(self._bdelim))) != {self._width - 1}:
+            return None
         try:
             text = block.decode("utf-8")
+        except (UnicodeDecodeError, AttributeError):
+            return None
+        arrow = _arrow_csv()
+        if arrow is not None:
+            X = self._fast_arrow(arrow, block, n)
+            if X is not None:
+                return X
+        try:
             X = np.loadtxt(
                 io.StringIO(text), delimiter=self.delimiter, comments=None, quotechar=None,
                 usecols=self._usecols, dtype=np.float64, ndmin=2,
             )
-        except (ValueError, UnicodeDecodeError, IndexError):
+        except (ValueError, IndexError):
             return None
         if X.shape != (n, len(self._idx)):
             return None
+        return X
+
+    def _fast_arrow(self, arrow: Any, block: bytes, n: int) -> np.ndarray | None:
+        pa, pcsv = arrow
+        width = self._width
+        if width is None:
+            first = block[: block.find(b"\n")] if n > 1 else block
+            width = first.count(self._bdelim) + 1
+            if width <= max(self._idx):
+                return None
+        names = [f"c{i}" for i in range(width)]
+        wanted = [f"c{i}" for i in self._idx]
+        try:
+            table = pcsv.read_csv(
+                pa.py_buffer(block),
+                read_options=pcsv.ReadOptions(use_threads=False, column_names=names, block_size=max(1 << 20, len(block) + 1)),
+                parse_options=pcsv.ParseOptions(delimiter=self.delimiter, quote_char=False, double_quote=False,
+                                                escape_char=False, newlines_in_values=False, ignore_empty_lines=False),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={c: pa.float64() for c in set(wanted)}, include_columns=list(dict.fromkeys(wanted)),
+                    null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowException, ValueError):
+            return None
+        if table.num_rows != n:
+            return None
+        X = np.empty((n, len(wanted)), dtype=np.float64)
+        for j, c in enumerate(wanted):
+            X[:, j] = table.column(c).to_numpy()
         return X
 
     def decode_many(
@@ -536,6 +574,22 @@ class CSVDecoder:
                 flat += res
                 good.append(i)
         return np.array(flat, dtype=np.float64).reshape(len(good), d), good, rejects
+
+
+_ARROW: list[Any] = []
+
+
+def _arrow_csv() -> Any:
+    """(pyarrow, pyarrow.csv) if pyarrow is installed (an optional accelerator), else None."""
+    if not _ARROW:
+        try:
+            import pyarrow
+            import pyarrow.csv
+
+            _ARROW.append((pyarrow, pyarrow.csv))
+        except ImportError:  # pragma: no cover - depends on the environment
+            _ARROW.append(None)
+    return _ARROW[0]
 
 
 _RAW_DTYPES = {"float64": np.dtype("<f8"), "float32": np.dtype("<f4")}

@@ -47,6 +47,8 @@ import json
 import math
 import os
 import time
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -241,9 +243,9 @@ class _LineSource(Source):
             else:  # the common case: no blank line, no header
                 raws += chunk
                 lnos += range(ln + 1, ln + 1 + len(chunk))
-                for line in chunk:
-                    offs.append(off)
-                    off += len(line) + 1
+                starts = list(accumulate(map(add, map(len, chunk), repeat(1)), initial=off))
+                off = starts.pop()
+                offs += starts
                 k += len(chunk)
                 ln += len(chunk)
             if self._last_no_newline and k >= stop:
@@ -322,7 +324,10 @@ class _LineSource(Source):
                 X, good, bad = self._decoder.decode_many(raws)
                 src, path = self.name, self._path
                 Xs.append(X)
-                meta += [{"source": src, "file": path, "line": lnos[j], "offset": offs[j]} for j in good]
+                if len(good) == len(raws):
+                    meta += [{"source": src, "file": path, "line": ln, "offset": of} for ln, of in zip(lnos, offs)]
+                else:
+                    meta += [{"source": src, "file": path, "line": lnos[j], "offset": offs[j]} for j in good]
                 for j, reason in bad:
                     rejects.append(
                         Reject(reason, raws[j], {"source": src, "file": path, "line": lnos[j], "offset": offs[j]})

@@ -8,7 +8,18 @@ import struct
 import numpy as np
 import pytest
 
+from connectors import decoders
 from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, RawArrayDecoder
+
+
+@pytest.fixture(params=["pyarrow", "loadtxt"])
+def csv_backend(request, monkeypatch):
+    """Run CSV tests with the pyarrow batch parser and with the numpy.loadtxt fallback."""
+    if request.param == "pyarrow":
+        pytest.importorskip("pyarrow.csv")
+    else:
+        monkeypatch.setattr(decoders, "_ARROW", [None])
+    return request.param
 
 
 def _dec(decoder, raws):
@@ -102,7 +113,7 @@ def test_json_same_result_batched_or_one_by_one():
     assert [r for _, r in rejects] == [s[2][0][1] for s in singles if s[2]]
 
 
-def test_csv_by_name_and_index():
+def test_csv_by_name_and_index(csv_backend):
     dec = CSVDecoder(["y", 0], header=["x", "y", "label"])
     X, good, rejects = _dec(dec, [b"1,2,a", b" 3 , 4 ,b", b"5,6,c\r"])
     np.testing.assert_array_equal(X, [[2, 1], [4, 3], [6, 5]])
@@ -123,7 +134,7 @@ def test_csv_by_name_and_index():
         (b'1,"2,z', "malformed CSV row"),
     ],
 )
-def test_csv_rejects_with_reason(raw, fragment):
+def test_csv_rejects_with_reason(raw, fragment, csv_backend):
     dec = CSVDecoder(["x", "y"], header=["x", "y", "label"])
     X, good, rejects = _dec(dec, [b"1,2,a", raw, b"3,4,b"])
     assert good == [0, 2]
@@ -131,13 +142,13 @@ def test_csv_rejects_with_reason(raw, fragment):
     assert fragment in rejects[1]
 
 
-def test_csv_quoted_cells_and_delimiter():
+def test_csv_quoted_cells_and_delimiter(csv_backend):
     dec = CSVDecoder([1, 2], delimiter=";")
     X, good, rejects = _dec(dec, [b'"a;b";1.5;2', b"c;3;4"])
     np.testing.assert_array_equal(X, [[1.5, 2], [3, 4]])
 
 
-def test_csv_missing_nan():
+def test_csv_missing_nan(csv_backend):
     dec = CSVDecoder([0, 1], missing="nan")
     X, good, rejects = _dec(dec, [b"1,", b"2", b"nan,1"])
     np.testing.assert_array_equal(X, [[1, np.nan], [2, np.nan]])
@@ -213,3 +224,14 @@ def _timed(fn, time):
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t
+
+
+def test_csv_batch_parsers_agree_with_row_by_row(csv_backend):
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(500, 3))
+    raws = [f"{a!r},{b!r},{c!r}".encode() for a, b, c in rows.tolist()]
+    X, good, rejects = CSVDecoder([2, 0], header=["a", "b", "c"]).decode_many(raws)
+    np.testing.assert_array_equal(X, rows[:, [2, 0]])
+    raws[7] = b"1,2,x"
+    X, good, rejects = CSVDecoder([2, 0], header=["a", "b", "c"]).decode_many(raws)
+    assert rejects == [(7, "column 'c' is not a number: 'x'")] and len(good) == 499

@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors import decoders
 from connectors.decoders import CSVDecoder, JSONDecoder, RawArrayDecoder
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,8 +84,18 @@ def test_json_decoder_fuzz(data, junk, rows, missing):
 
 @FUZZ
 @given(st.data(), st.lists(garbage, max_size=8), st.lists(st.tuples(finite, finite), min_size=1, max_size=4),
-       st.booleans())
-def test_csv_decoder_fuzz(data, junk, rows, with_header):
+       st.booleans(), st.booleans())
+def test_csv_decoder_fuzz(data, junk, rows, with_header, use_loadtxt):
+    saved = decoders._ARROW[:]
+    if use_loadtxt:  # exercise the numpy.loadtxt fallback as well as pyarrow
+        decoders._ARROW[:] = [None]
+    try:
+        _csv_fuzz_case(data, junk, rows, with_header)
+    finally:
+        decoders._ARROW[:] = saved
+
+
+def _csv_fuzz_case(data, junk, rows, with_header):
     header = ["x", "y", "label"] if with_header else None
     dec = CSVDecoder(["x", "y"] if with_header else [0, 1], header=header)
     good_raws = [f"{a!r},{b!r},lbl".encode() for a, b in rows]
