@@ -106,9 +106,15 @@ class SufficientStatistics:
             resp = resp * sample_weight[:, None]
         nk = resp.sum(axis=0)
         safe = np.where(nk > 0, nk, 1.0)
-        means = (resp.T @ X) / safe[:, None]
-        means[nk <= 0] = 0.0
-        scatter = kernel.chunk_scatter(X, resp, nk, means, buf)
+        # Work on data shifted by the block's column mean: sums of small numbers keep their digits
+        # (at an offset of 1e8 an unshifted mean would already be off by ~1e-7), and the scatter
+        # is invariant to the shift.
+        c = X.mean(axis=0)
+        z = X - c
+        delta = (resp.T @ z) / safe[:, None]
+        delta[nk <= 0] = 0.0
+        scatter = kernel.chunk_scatter(z, resp, nk, delta, buf)
+        means = delta + c
         return cls(covariance_type, nk, means, scatter)
 
     # ------------------------------------------------------------------ algebra

@@ -1,0 +1,137 @@
+"""SufficientStatistics: exact merges, forgetting, serialisation, numerical stability."""
+
+import numpy as np
+import pytest
+
+from online_gmm._gaussian import KERNELS
+from online_gmm._suffstats import SufficientStatistics
+
+TYPES = sorted(KERNELS)
+
+
+def _data(seed, n=400, d=5, k=3):
+    rng = np.random.RandomState(seed)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 3, size=d) + rng.normal(0, 5, size=d)
+    resp = rng.dirichlet(np.ones(k), size=n)
+    w = rng.uniform(0.1, 3.0, size=n)
+    return X, resp, w
+
+
+def _reference(X, resp, w, ctype):
+    """Two-pass centred reference, component by component."""
+    rw = resp * w[:, None]
+    nk = rw.sum(0)
+    means = rw.T @ X / nk[:, None]
+    full = np.stack([(rw[:, k, None] * (X - means[k])).T @ (X - means[k]) for k in range(len(nk))])
+    scatter = {"full": full, "tied": full.sum(0), "diag": np.einsum("kdd->kd", full),
+               "spherical": np.einsum("kdd->k", full)}[ctype]
+    return nk, means, scatter
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_from_resp_matches_two_pass_reference(ctype, seed):
+    X, resp, w = _data(seed)
+    stats = SufficientStatistics.from_resp(X, resp, w, covariance_type=ctype)
+    nk, means, scatter = _reference(X, resp, w, ctype)
+    np.testing.assert_allclose(stats.weights, nk, rtol=1e-13)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stats.scatter, scatter, rtol=1e-11)
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+@pytest.mark.parametrize("splits", [[200], [1, 399], [37, 150, 311], list(range(10, 400, 10))])
+def test_merge_of_shards_equals_whole(ctype, splits):
+    X, resp, w = _data(3)
+    whole = SufficientStatistics.from_resp(X, resp, w, covariance_type=ctype)
+    merged = SufficientStatistics.zeros(3, X.shape[1], ctype)
+    for idx in np.split(np.arange(len(X)), splits):
+        merged += SufficientStatistics.from_resp(X[idx], resp[idx], w[idx], covariance_type=ctype)
+    np.testing.assert_allclose(merged.weights, whole.weights, rtol=1e-12)
+    np.testing.assert_allclose(merged.means, whole.means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(merged.scatter, whole.scatter, rtol=1e-12)
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_merge_is_commutative_and_handles_empty(ctype):
+    X, resp, w = _data(4)
+    a = SufficientStatistics.from_resp(X[:100], resp[:100], w[:100], covariance_type=ctype)
+    b = SufficientStatistics.from_resp(X[100:], resp[100:], w[100:], covariance_type=ctype)
+    ab, ba = a + b, b + a
+    np.testing.assert_allclose(ab.scatter, ba.scatter, rtol=1e-12)
+    empty = SufficientStatistics.zeros(3, X.shape[1], ctype)
+    assert (a + empty) == a
+    np.testing.assert_array_equal((empty + a).scatter, a.scatter)
+    # a component with zero weight in one operand
+    resp0 = resp.copy()
+    resp0[:100, 0] = 0.0
+    c = SufficientStatistics.from_resp(X[:100], resp0[:100], None, covariance_type=ctype)
+    assert c.weights[0] == 0.0 and np.all(np.isfinite(c.means))
+    assert (c + b).is_finite()
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_scaling_is_forgetting_not_shape_change(ctype):
+    X, resp, w = _data(5)
+    s = SufficientStatistics.from_resp(X, resp, w, covariance_type=ctype)
+    half = s.scale(0.5)
+    np.testing.assert_allclose(half.weights, s.weights / 2)
+    np.testing.assert_array_equal(half.means, s.means)
+    np.testing.assert_allclose(half.covariances(0.0), s.covariances(0.0), rtol=1e-14)
+    # sample_weight=2 is the same as the rows appearing twice
+    doubled = SufficientStatistics.from_resp(np.vstack([X, X]), np.vstack([resp, resp]),
+                                             np.concatenate([w, w]), covariance_type=ctype)
+    twice = SufficientStatistics.from_resp(X, resp, 2 * w, covariance_type=ctype)
+    np.testing.assert_allclose(twice.scatter, doubled.scatter, rtol=1e-12)
+    with pytest.raises(ValueError, match="factor"):
+        s.scale(float("nan"))
+    with pytest.raises(ValueError, match="factor"):
+        s.decay(-1.0)
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_large_offset_keeps_precision(ctype):
+    """Data offset by 1e8: the scatter equals that of the unshifted data (no raw moments)."""
+    X, resp, w = _data(6)
+    Xs = X + 1e8
+    shifted = SufficientStatistics.from_resp(Xs, resp, w, covariance_type=ctype)
+    _, _, ref = _reference(Xs, resp, w, ctype)          # two-pass centred, on the same floats
+    np.testing.assert_allclose(shifted.scatter, ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max())
+    plain = SufficientStatistics.from_resp(X, resp, w, covariance_type=ctype)
+    # the inputs themselves are only stored to ~1.5e-8 at 1e8: compare at that scale
+    tol = 1e-6 * np.abs(plain.scatter).max()
+    np.testing.assert_allclose(shifted.scatter, plain.scatter, rtol=1e-6, atol=tol)
+    merged = (SufficientStatistics.from_resp(X[:150] + 1e8, resp[:150], w[:150], covariance_type=ctype)
+              + SufficientStatistics.from_resp(X[150:] + 1e8, resp[150:], w[150:], covariance_type=ctype))
+    # merged means are themselves stored to ~1e-8 absolute at 1e8, which bounds Chan's cross term
+    np.testing.assert_allclose(merged.scatter, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
+    cov = merged.covariances(1e-6)
+    assert np.all(np.isfinite(cov))
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_serialisation_round_trip_is_exact(ctype):
+    X, resp, w = _data(7)
+    s = SufficientStatistics.from_resp(X, resp, w, covariance_type=ctype)
+    arrays, meta = s.to_arrays("m.")
+    import json
+    meta = json.loads(json.dumps(meta))
+    assert SufficientStatistics.from_arrays(arrays, meta, "m.") == s
+    assert SufficientStatistics.from_json(s.to_json()) == s
+
+
+def test_bad_inputs_rejected():
+    with pytest.raises(ValueError, match="covariance_type"):
+        SufficientStatistics.zeros(2, 3, "banana")
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        SufficientStatistics("full", np.ones(2), np.zeros((2, 3)), np.zeros((2, 3)))
+    a = SufficientStatistics.zeros(2, 3, "full")
+    with pytest.raises(ValueError, match="different models"):
+        a + SufficientStatistics.zeros(2, 3, "diag")
+    arrays, meta = a.to_arrays()
+    arrays["means"] = arrays["means"].copy()
+    arrays["means"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        SufficientStatistics.from_arrays(arrays, meta)
+    with pytest.raises(ValueError, match="format"):
+        SufficientStatistics.from_arrays(arrays, {**meta, "format": 99})
