@@ -716,8 +716,8 @@ class BICHistory:
     ...           "candidates": [{"k": 1, "bic": 250.0, "aic": 240.0, "loglik": -1.2},
     ...                          {"k": 2, "bic": 200.5, "aic": 180.0, "loglik": -0.9}]})
     >>> print(h.table())
-    refit  n_seen  chosen_k  bic[k=1]  bic[k=2]
-        0    1000         2     250.0     200.5*
+    refit  n_seen  chosen_k  bic[k=1]   bic[k=2]
+        0    1000         2     250.0      200.5*
     >>> BICHistory.from_json(h.to_json()).rows == h.rows
     True
     """
