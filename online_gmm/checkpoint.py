@@ -1,0 +1,402 @@
+"""Atomic, pickle-free checkpoints with retention and fallback past corrupted files.
+
+File format (one file per checkpoint, ``ckpt-<seq:09d>.npz``): an ordinary uncompressed (or
+compressed) ``.npz`` archive holding
+
+* every user array under its own name (numeric and boolean dtypes only: never ``object``), and
+* ``__manifest__``: a uint8 array holding UTF-8 JSON ``{"format", "seq", "created", "meta",
+  "arrays": {name: {"dtype", "shape"}}, "checksum"}``, where ``checksum`` is the SHA-256 of the
+  canonical JSON of the other manifest fields followed by every array's name, dtype, shape and bytes
+  (sorted by name).
+
+One file means one rename makes a checkpoint visible: :meth:`CheckpointStore.save` writes a hidden
+temporary file in the same directory, flushes and fsyncs it, renames it into place, and fsyncs the
+directory; only then are checkpoints beyond the newest ``keep`` deleted. Reading uses
+``numpy.load(..., allow_pickle=False)`` and validates the manifest, the entry list, dtypes, shapes and
+the checksum, so a truncated, bit-flipped or foreign file is reported (:class:`CheckpointWarning`) and
+the previous checkpoint used; a file containing an object array is refused without unpickling it.
+
+The store assumes a single writer per directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["CheckpointStore", "CheckpointError", "CheckpointWarning", "read_checkpoint",
+           "write_checkpoint", "pack", "unpack", "FORMAT_VERSION"]
+
+#: version written into (and required of) every manifest
+FORMAT_VERSION = 1
+_MANIFEST = "__manifest__"
+_NAME_RE = re.compile(r"^ckpt-(\d{9})\.npz$")
+_TMP_PREFIX = ".ckpt-"
+_TMP_SUFFIX = ".tmp"
+#: dtype kinds allowed in a checkpoint: bool, signed/unsigned int, float, complex
+_NUMERIC_KINDS = "biufc"
+_SEP = "/"
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be written, or no usable checkpoint can be read."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint file was unusable and skipped (the message names the file)."""
+
+
+# ==================================================================================================
+# single-file read / write
+# ==================================================================================================
+def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not name or name.startswith("__") or "\x00" in name \
+                or name.startswith("/") or ".." in name.split("/"):
+            raise CheckpointError(
+                f"array names must be non-empty strings, not starting with '__' or '/', got {name!r}")
+        arr = np.asarray(value)
+        if arr.dtype.kind not in _NUMERIC_KINDS:
+            raise CheckpointError(
+                f"array {name!r} must have a numeric or boolean dtype, got dtype {arr.dtype} "
+                "(object and string arrays are never written: they would need pickle)")
+        out[name] = arr
+    return out
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def _checksum(body: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    h.update(_canonical(body))
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(b"\x00" + name.encode("utf-8") + b"\x00")
+        h.update(arr.dtype.str.encode("ascii") + repr(arr.shape).encode("ascii"))
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _manifest(arrays: Mapping[str, np.ndarray], meta: dict[str, Any], seq: int) -> dict[str, Any]:
+    try:
+        meta = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"meta must be JSON-able: {exc}") from None
+    body = {"format": FORMAT_VERSION, "seq": int(seq), "created": time.time(), "meta": meta,
+            "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()}}
+    return {**body, "checksum": _checksum(body, arrays)}
+
+
+def write_checkpoint(file, arrays: Mapping[str, np.ndarray], meta: dict[str, Any], *, seq: int = 0,
+                     compress: bool = False) -> None:
+    """Write one checkpoint (arrays + manifest) to a path or binary file object (not atomic by itself).
+
+    Parameters
+    ----------
+    file : str, Path or binary file object
+    arrays : mapping of str to ndarray
+        Numeric or boolean arrays only.
+    meta : dict
+        JSON-able metadata (tuples come back as lists).
+    seq : int
+        Sequence number recorded in the manifest.
+    compress : bool
+        Use ``np.savez_compressed``.
+    """
+    arrays = _check_arrays(arrays)
+    manifest = _manifest(arrays, meta, seq)
+    entries = dict(arrays)
+    entries[_MANIFEST] = np.frombuffer(_canonical(manifest), dtype=np.uint8)
+    (np.savez_compressed if compress else np.savez)(file, **entries)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and fully validate one checkpoint file.
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+    meta : dict
+
+    Raises
+    ------
+    CheckpointError
+        Unreadable zip, missing or extra entries, object arrays, wrong format version, dtype/shape
+        mismatch, or checksum mismatch. Nothing in the file is ever unpickled.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            if _MANIFEST not in names:
+                raise CheckpointError(f"{path}: no {_MANIFEST} entry (not a checkpoint)")
+            raw = npz[_MANIFEST]
+            if raw.dtype != np.uint8 or raw.ndim != 1:
+                raise CheckpointError(f"{path}: malformed manifest entry")
+            manifest = json.loads(raw.tobytes().decode("utf-8"))
+            if not isinstance(manifest, dict):
+                raise CheckpointError(f"{path}: malformed manifest")
+            if manifest.get("format") != FORMAT_VERSION:
+                raise CheckpointError(
+                    f"{path}: format version {manifest.get('format')!r}, expected {FORMAT_VERSION}")
+            declared = manifest.get("arrays")
+            if not isinstance(declared, dict) or set(declared) != names - {_MANIFEST}:
+                raise CheckpointError(
+                    f"{path}: entries {sorted(names - {_MANIFEST})} do not match the manifest "
+                    f"{sorted(declared) if isinstance(declared, dict) else declared!r}")
+            arrays: dict[str, np.ndarray] = {}
+            for name, spec in declared.items():
+                arr = npz[name]          # object arrays raise ValueError here: never unpickled
+                if arr.dtype.kind not in _NUMERIC_KINDS or arr.dtype.str != spec["dtype"] \
+                        or list(arr.shape) != spec["shape"]:
+                    raise CheckpointError(
+                        f"{path}: array {name!r} is {arr.dtype.str} {list(arr.shape)}, manifest says "
+                        f"{spec['dtype']} {spec['shape']}")
+                arrays[name] = arr
+    except CheckpointError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error,
+            UnicodeDecodeError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    if manifest.get("checksum") != _checksum(body, arrays):
+        raise CheckpointError(f"{path}: checksum mismatch (the file is corrupted)")
+    return arrays, manifest["meta"]
+
+
+# ==================================================================================================
+# the store
+# ==================================================================================================
+class CheckpointStore:
+    """A directory of numbered checkpoints: atomic saves, retention, newest-good loading.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Created if missing.
+    keep : int, default=3
+        Number of newest checkpoints kept after each save (>= 1).
+    compress : bool, default=False
+        Write compressed archives (smaller, slower).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from online_gmm.checkpoint import CheckpointStore
+    >>> store = CheckpointStore(tempfile.mkdtemp(), keep=2)
+    >>> store.load_latest() is None
+    True
+    >>> path = store.save({"w": np.arange(3.0)}, {"n_seen": 3})
+    >>> path.name
+    'ckpt-000000001.npz'
+    >>> arrays, meta, _ = store.load_latest()
+    >>> arrays["w"], meta
+    (array([0., 1., 2.]), {'n_seen': 3})
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, *, compress: bool = False) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or keep < 1:
+            raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.keep = int(keep)
+        self.compress = bool(compress)
+        self._last_seq = 0
+
+    # ------------------------------------------------------------------ listing
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``(seq, path)`` of every checkpoint file, oldest first (temporary files excluded)."""
+        found = []
+        for entry in self.directory.iterdir():
+            m = _NAME_RE.match(entry.name)
+            if m and entry.is_file():
+                found.append((int(m.group(1)), entry))
+        return sorted(found)
+
+    def _stray_temporaries(self) -> list[Path]:
+        return [p for p in self.directory.iterdir()
+                if p.name.startswith(_TMP_PREFIX) and p.name.endswith(_TMP_SUFFIX)]
+
+    def clean_temporaries(self) -> list[Path]:
+        """Delete temporary files left by an interrupted save; returns them."""
+        removed = []
+        for p in self._stray_temporaries():
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+        return removed
+
+    # ------------------------------------------------------------------ save
+    def save(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> Path:
+        """Write one checkpoint atomically and apply retention.
+
+        Parameters
+        ----------
+        arrays : mapping of str to ndarray
+            Numeric or boolean arrays (see :func:`pack` to combine several components).
+        meta : dict
+            JSON-able metadata.
+
+        Returns
+        -------
+        Path
+            The new checkpoint file.
+        """
+        self.clean_temporaries()
+        existing = self.checkpoints()
+        seq = max(self._last_seq, existing[-1][0] if existing else 0) + 1
+        final = self.directory / f"ckpt-{seq:09d}.npz"
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write_checkpoint(fh, arrays, meta, seq=seq, compress=self.compress)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_directory(self.directory)
+        self._last_seq = seq
+        for _, old in self.checkpoints()[:-self.keep]:
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                pass
+        return final
+
+    # ------------------------------------------------------------------ load
+    def load_latest(self) -> tuple[dict[str, np.ndarray], dict[str, Any], Path] | None:
+        """The newest checkpoint that validates.
+
+        Returns
+        -------
+        (arrays, meta, path) or None
+            None when the directory holds no checkpoint at all (a fresh start).
+
+        Raises
+        ------
+        CheckpointError
+            When checkpoint files exist but none is usable.
+
+        Warns
+        -----
+        CheckpointWarning
+            For every newer file that was skipped, naming it and the reason.
+        """
+        self.clean_temporaries()
+        found = self.checkpoints()
+        if not found:
+            return None
+        errors = []
+        for seq, path in reversed(found):
+            try:
+                arrays, meta = read_checkpoint(path)
+            except CheckpointError as exc:
+                warnings.warn(f"skipping unusable checkpoint {path}: {exc}", CheckpointWarning,
+                              stacklevel=2)
+                errors.append(str(exc))
+                continue
+            self._last_seq = max(self._last_seq, found[-1][0])
+            return arrays, meta, path
+        raise CheckpointError(
+            f"no usable checkpoint in {self.directory} ({len(found)} file(s) tried): " + "; ".join(errors))
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({str(self.directory)!r}, keep={self.keep})"
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+# ==================================================================================================
+# several components in one checkpoint
+# ==================================================================================================
+def pack(parts: Mapping[str, tuple[Mapping[str, np.ndarray], Any]]) -> tuple[dict[str, np.ndarray],
+                                                                              dict[str, Any]]:
+    """Combine several components' ``(arrays, meta)`` into one checkpoint's arrays and metadata.
+
+    Array ``name`` of part ``part`` is stored as ``"part/name"``; the metadata becomes
+    ``{"parts": {part: meta, ...}}``.
+
+    Parameters
+    ----------
+    parts : mapping of str to (dict of str to ndarray, JSON-able meta)
+        E.g. ``{"model": online.to_arrays(), "reservoir": res.to_arrays(),
+        "history": history.to_arrays(), "positions": ({}, {...})}``. Part names must be non-empty and
+        contain no ``/``.
+
+    Returns
+    -------
+    arrays : dict of str to ndarray
+    meta : dict
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from online_gmm.checkpoint import pack, unpack
+    >>> arrays, meta = pack({"a": ({"x": np.zeros(2)}, {"n": 1}), "b": ({}, {"offsets": [3, 4]})})
+    >>> sorted(arrays), meta
+    (['a/x'], {'parts': {'a': {'n': 1}, 'b': {'offsets': [3, 4]}}})
+    >>> unpack(arrays, meta)["b"]
+    ({}, {'offsets': [3, 4]})
+    """
+    arrays: dict[str, np.ndarray] = {}
+    metas: dict[str, Any] = {}
+    for part, value in parts.items():
+        if not isinstance(part, str) or not part or _SEP in part or part.startswith("__"):
+            raise ValueError(f"part names must be non-empty strings without {_SEP!r}, got {part!r}")
+        try:
+            part_arrays, part_meta = value
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"part {part!r} must be an (arrays, meta) pair, got {type(value).__name__}") from None
+        for name, arr in part_arrays.items():
+            arrays[f"{part}{_SEP}{name}"] = arr
+        metas[part] = part_meta
+    return arrays, {"parts": metas}
+
+
+def unpack(arrays: Mapping[str, np.ndarray], meta: dict[str, Any]
+           ) -> dict[str, tuple[dict[str, np.ndarray], Any]]:
+    """Inverse of :func:`pack`: ``{part: (arrays, meta)}``."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("parts"), dict):
+        raise CheckpointError(f"metadata has no 'parts' mapping (not written by pack): {meta!r:.200}")
+    out: dict[str, tuple[dict[str, np.ndarray], Any]] = {p: ({}, m) for p, m in meta["parts"].items()}
+    for key, arr in arrays.items():
+        part, sep, name = key.partition(_SEP)
+        if not sep or part not in out:
+            raise CheckpointError(f"array {key!r} belongs to no packed part {sorted(out)}")
+        out[part][0][name] = arr
+    return out
