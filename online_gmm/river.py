@@ -1,0 +1,543 @@
+"""River learners over the online EM core: :class:`OnlineGMM` (a clusterer) and
+:class:`GMMAnomalyDetector` (an anomaly detector).
+
+Both hold the same :class:`~online_gmm._online.OnlineEM` state as
+:class:`~online_gmm.estimator.OnlineGaussianMixture` and evaluate it with the same kernels; nothing
+here is a second E-step or M-step.
+
+Features as dicts
+-----------------
+The feature set and its order (sorted when the names are mutually comparable, otherwise the order of
+first appearance) are fixed by the first record learned: its keys with finite numeric values.
+Afterwards:
+
+* a feature of the schema that is absent, ``None``, NaN or infinite in a record is *missing*: the
+  record is scored and assigned with the mixture's exact marginal over its observed features
+  (sub-vector of each mean, sub-block of each covariance). A record with no observed feature has
+  log-likelihood 0 (score 0.0) and the mixing weights as responsibilities. Scores of records with
+  different observed features are not on the same scale (fewer dimensions, fewer nats);
+* a record with a missing feature is not learned: it is counted in ``n_incomplete_`` (the warm-up
+  initialisation and the stepwise update need complete rows);
+* a feature outside the schema (one never seen in the first record) is ignored, for learning and
+  for prediction alike.
+
+Learning in batches
+-------------------
+``learn_one`` copies the record into a preallocated ``(update_every, n_features)`` buffer. When the
+buffer is full, one stepwise EM update (:meth:`OnlineEM.step <online_gmm._online.OnlineEM.step>`:
+E-step of the buffered rows under the current parameters, blend, M-step) is applied, so the M-step
+is paid once per ``update_every`` records. ``learn_many`` fills the same buffer at the same
+boundaries, so a DataFrame learned at once and the same records learned one by one give the same
+model. The first ``warm_up`` complete records (rounded up to a multiple of ``update_every``) are
+fitted by batch EM with ``warm_up_n_init`` starts.
+
+**When learning becomes visible:** predictions and scores use the parameters of the last update.
+A record learned by ``learn_one`` affects them once the number of complete records learned reaches
+the next multiple of ``update_every`` (and the warm-up is over); :meth:`flush` applies a partial
+buffer at once.
+
+Before the warm-up is over, ``predict_one`` returns cluster 0, ``predict_proba_one`` the uniform
+distribution over the components and ``score_one`` 0.0.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from typing import Any, Hashable
+
+import numpy as np
+from river import base
+
+from online_gmm._batch import BatchInit
+from online_gmm._em import GaussianParams, Scorer
+from online_gmm._gaussian import KERNELS
+from online_gmm._init import INIT_METHODS
+from online_gmm._marginal import MarginalCache, RowScorer
+from online_gmm._online import OnlineEM
+from online_gmm._schedule import StepSchedule
+
+__all__ = ["OnlineGMM", "GMMAnomalyDetector"]
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_real(name: str, value: Any, low: float, high: float = math.inf, *,
+                low_open: bool = False) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" + ("" if high == math.inf else f" and <= {high}")
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+class _DictGMM:
+    """The state and methods shared by the River learners (see the module docstring)."""
+
+    def __init__(self, n_components: int = 2, covariance_type: str = "full", update_every: int = 32,
+                 warm_up: int | None = None, reg_covar: float = 1e-6, alpha: float = 0.6,
+                 t0: float = 2.0, step_unit: float = 1000.0, halflife: float | None = None,
+                 init_params: str = "kmeans", warm_up_n_init: int = 3, max_iter: int = 100,
+                 tol: float = 1e-3, min_weight: float | None = None, seed: int | None = None) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.update_every = update_every
+        self.warm_up = warm_up
+        self.reg_covar = reg_covar
+        self.alpha = alpha
+        self.t0 = t0
+        self.step_unit = step_unit
+        self.halflife = halflife
+        self.init_params = init_params
+        self.warm_up_n_init = warm_up_n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.min_weight = min_weight
+        self.seed = seed
+        self._validate()
+        self._reset()
+
+    def _validate(self) -> None:
+        _check_int("n_components", self.n_components, 1)
+        if self.covariance_type not in KERNELS:
+            raise ValueError(f"covariance_type must be one of {sorted(KERNELS)}, "
+                             f"got {self.covariance_type!r}")
+        _check_int("update_every", self.update_every, 1)
+        if self.warm_up is not None:
+            _check_int("warm_up", self.warm_up, 1)
+        _check_real("reg_covar", self.reg_covar, 0.0)
+        _check_real("alpha", self.alpha, 0.5, 1.0)
+        _check_real("t0", self.t0, 0.0)
+        _check_real("step_unit", self.step_unit, 0.0, low_open=True)
+        if self.halflife is not None:
+            _check_real("halflife", self.halflife, 0.0, low_open=True)
+        if self.init_params not in INIT_METHODS:
+            raise ValueError(f"init_params must be one of {list(INIT_METHODS)}, got {self.init_params!r}")
+        _check_int("warm_up_n_init", self.warm_up_n_init, 1)
+        _check_int("max_iter", self.max_iter, 1)
+        _check_real("tol", self.tol, 0.0)
+        if self.min_weight is not None:
+            _check_real("min_weight", self.min_weight, 0.0, 1.0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0)
+
+    def _reset(self) -> None:
+        self._keys: list[Hashable] | None = None     # the schema, fixed by the first record learned
+        self._online: OnlineEM | None = None
+        self._buf: np.ndarray | None = None          # (update_every, D) records awaiting an update
+        self._n_buf = 0
+        self._row: RowScorer | None = None           # one-row evaluator of the current parameters
+        self._marginals: MarginalCache | None = None
+        #: records learned (complete, buffered included)
+        self.n_learned_ = 0
+        #: records not learned because a feature of the schema was missing, None, NaN or infinite
+        self.n_incomplete_ = 0
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        # Evaluators are derived state, rebuilt on load: they hold kernel functions, and the core's
+        # cached Scorer does too (``Kernel`` holds lambdas, which pickle rejects).
+        state = self.__dict__.copy()
+        state["_row"] = state["_marginals"] = None
+        online = state.get("_online")
+        if online is not None and online._scorer is not None:
+            online = copy.copy(online)
+            online._scorer = None
+            state["_online"] = online
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        online = self._online
+        if online is not None and online.initialised:
+            self._row = RowScorer(online.params)
+            self._marginals = MarginalCache(online.params)
+
+    # ------------------------------------------------------------------ schema and conversion
+    @property
+    def features_(self) -> list[Hashable] | None:
+        """The schema: feature names in model order, or None before the first record is learned."""
+        return None if self._keys is None else list(self._keys)
+
+    @property
+    def params_(self) -> GaussianParams | None:
+        """The current mixture parameters (None until the warm-up is over)."""
+        return None if self._online is None else self._online.params
+
+    @property
+    def online_(self) -> OnlineEM | None:
+        """The :class:`~online_gmm._online.OnlineEM` state (shared with the other front ends)."""
+        return self._online
+
+    @property
+    def n_pending_(self) -> int:
+        """Records buffered and not yet applied (see :meth:`flush`)."""
+        return self._n_buf
+
+    @staticmethod
+    def _finite(v: Any) -> bool:
+        if v is None or isinstance(v, (str, bytes)):
+            return False
+        try:
+            return math.isfinite(v)
+        except TypeError:
+            return False
+
+    def _set_schema(self, keys: list[Hashable]) -> None:
+        try:
+            keys = sorted(keys)
+        except TypeError:
+            keys = list(keys)
+        d = len(keys)
+        self._keys = keys
+        self._index = {k: i for i, k in enumerate(keys)}
+        self._buf = np.empty((self.update_every, d))
+        warm_up = self.warm_up if self.warm_up is not None else max(100, 10 * self.n_components * d)
+        rng = np.random.RandomState(self.seed)
+        initialise = BatchInit(self.n_components, self.covariance_type, self.init_params,
+                               self.warm_up_n_init, rng, self.reg_covar, self.tol, self.max_iter)
+        schedule = StepSchedule(alpha=float(self.alpha), t0=float(self.t0), unit=float(self.step_unit),
+                                halflife=None if self.halflife is None else float(self.halflife))
+        min_weight = self.min_weight if self.min_weight is not None else 1e-3 / self.n_components
+        self._online = OnlineEM(self.n_components, self.covariance_type, float(self.reg_covar),
+                                schedule, warm_up, initialise, min_weight, rng)
+
+    def _values(self, x: dict) -> np.ndarray:
+        """The record as a row of shape (D,) in schema order, NaN where a feature is missing."""
+        row = np.full(len(self._keys), np.nan)
+        for k, v in x.items():
+            i = self._index.get(k)
+            if i is not None and self._finite(v):
+                row[i] = v
+        return row
+
+    # ------------------------------------------------------------------ learning
+    def learn_one(self, x: dict) -> None:
+        """Learn one record (buffered: see "When learning becomes visible" in the module docs).
+
+        Parameters
+        ----------
+        x : dict
+            Feature name -> number. Not modified and not kept.
+        """
+        keys = self._keys
+        if keys is None:
+            observed = [k for k, v in x.items() if self._finite(v)]
+            if not observed:
+                self.n_incomplete_ += 1
+                return
+            self._set_schema(observed)
+            keys = self._keys
+        try:
+            vals = [x[k] for k in keys]
+            s = sum(vals)
+            ok = s - s == 0.0
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:  # the slow path: big values whose sum overflows, or a missing feature
+            row = self._values(x)
+            if np.isnan(row).any():
+                self.n_incomplete_ += 1
+                return
+            vals = row
+        i = self._n_buf
+        self._buf[i] = vals
+        self._n_buf = i + 1
+        self.n_learned_ += 1
+        if i + 1 == self.update_every:
+            self._apply(self._buf)
+
+    def _apply(self, X: np.ndarray) -> None:
+        """One stepwise update from the rows ``X`` (or warm-up buffering), then reset the buffer."""
+        online = self._online
+        if online.initialised:
+            online.step(X)
+        else:
+            online.update(X)          # copies the rows; fits the warm-up batch when it is full
+        self._n_buf = 0
+        if online.initialised:
+            self._row = RowScorer(online.params)
+            self._marginals = MarginalCache(online.params)
+
+    def flush(self) -> None:
+        """Apply the buffered records now (a partial batch), so that they become visible."""
+        if self._n_buf:
+            self._apply(self._buf[: self._n_buf].copy())
+
+    def learn_many(self, X) -> None:
+        """Learn the rows of a DataFrame; the same model as ``learn_one`` on each row in order.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame of shape (n_samples, n_columns)
+            Columns are feature names; NaN or None marks a missing value.
+        """
+        if len(X) == 0:
+            return
+        if self._keys is None:
+            # the schema comes from the first row with a finite value, as in learn_one
+            arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
+            finite = np.isfinite(arr)
+            has = np.flatnonzero(finite.any(axis=1))
+            if has.size == 0:
+                self.n_incomplete_ += len(X)
+                return
+            first = int(has[0])
+            self.n_incomplete_ += first
+            self._set_schema([c for c, f in zip(X.columns, finite[first]) if f])
+            X = X.iloc[first:]
+        A = self._frame(X)
+        complete = np.isfinite(A).all(axis=1)
+        self.n_incomplete_ += int((~complete).sum())
+        A = A[complete]
+        m = self.update_every
+        pos = 0
+        while pos < A.shape[0]:
+            take = min(m - self._n_buf, A.shape[0] - pos)
+            self._buf[self._n_buf: self._n_buf + take] = A[pos: pos + take]
+            self._n_buf += take
+            self.n_learned_ += take
+            pos += take
+            if self._n_buf == m:
+                self._apply(self._buf)
+
+    def _frame(self, X) -> np.ndarray:
+        """DataFrame -> (n, D) float array in schema order; NaN where missing or non-finite."""
+        A = X.reindex(columns=self._keys).to_numpy(dtype=np.float64, na_value=np.nan)
+        A[~np.isfinite(A)] = np.nan
+        return A
+
+    # ------------------------------------------------------------------ inference, one record
+    def _wlp_one(self, x: dict) -> np.ndarray | None:
+        """log w_k + log N(x_o | k) over the observed features, shape (K,); None if none observed."""
+        rs = self._row
+        try:
+            vals = [x[k] for k in self._keys]
+            s = sum(vals)
+            ok = s - s == 0.0
+        except (KeyError, TypeError):
+            ok = False
+        if ok:
+            rs.x[0] = vals
+            return rs.weighted_log_prob()
+        row = self._values(x)
+        observed = ~np.isnan(row)
+        if observed.all():
+            rs.x[0] = row
+            return rs.weighted_log_prob()
+        if not observed.any():
+            return None
+        ms = self._marginals.get(observed)
+        ms.x[0] = row[observed]
+        return ms.weighted_log_prob()
+
+    def _log_likelihood_one(self, x: dict) -> float:
+        if self._row is None:
+            return 0.0
+        wlp = self._wlp_one(x)
+        return 0.0 if wlp is None else RowScorer.log_sum(wlp)
+
+    def predict_proba_one(self, x: dict) -> dict[int, float]:
+        """Posterior probability of each component given the observed features of ``x``.
+
+        Returns
+        -------
+        dict of int to float
+            ``n_components`` entries summing to one; uniform before the warm-up is over.
+        """
+        k_comp = self.n_components
+        if self._row is None:
+            return {k: 1.0 / k_comp for k in range(k_comp)}
+        wlp = self._wlp_one(x)
+        if wlp is None:
+            p = self._online.params.weights
+        else:
+            p = np.exp(wlp - RowScorer.log_sum(wlp))
+        return {k: float(v) for k, v in enumerate(p)}
+
+    def predict_one(self, x: dict) -> int:
+        """The most probable component of ``x`` (0 before the warm-up is over)."""
+        if self._row is None:
+            return 0
+        wlp = self._wlp_one(x)
+        return int(np.argmax(self._online.params.weights if wlp is None else wlp))
+
+    def score_one(self, x: dict) -> float:
+        """Negative log-likelihood of the observed features of ``x``: higher is more anomalous.
+
+        0.0 before the warm-up is over and for a record with no observed feature.
+        """
+        return -self._log_likelihood_one(x)
+
+    # ------------------------------------------------------------------ inference, many records
+    def _wlp_many(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(log w_k + log N(x_o | k) of shape (n, K), log p(x_o) of shape (n,)) of a DataFrame."""
+        params = self._online.params
+        A = self._frame(X)
+        n = A.shape[0]
+        wlp = np.empty((n, self.n_components))
+        obs = ~np.isnan(A)
+        complete = obs.all(axis=1)
+        if complete.any():
+            wlp[complete] = self._online.scorer().weighted_log_prob(np.ascontiguousarray(A[complete]))
+        rest = np.flatnonzero(~complete)
+        if rest.size:
+            patterns, inverse = np.unique(obs[rest], axis=0, return_inverse=True)
+            for j, pat in enumerate(patterns):
+                rows = rest[inverse.reshape(-1) == j]
+                if not pat.any():
+                    wlp[rows] = np.log(params.weights)
+                    continue
+                sub = self._marginals.get(pat).params
+                wlp[rows] = Scorer(sub).weighted_log_prob(np.ascontiguousarray(A[np.ix_(rows, np.flatnonzero(pat))]))
+        m = wlp.max(axis=1)
+        log_p = m + np.log(np.exp(wlp - m[:, None]).sum(axis=1))
+        none = ~obs.any(axis=1)
+        log_p[none] = 0.0
+        return wlp, log_p
+
+    def predict_many(self, X):
+        """Most probable component of each row of a DataFrame, as a pandas Series of int."""
+        import pandas as pd
+        if self._row is None:
+            return pd.Series(np.zeros(len(X), dtype=int), index=X.index)
+        wlp, _ = self._wlp_many(X)
+        return pd.Series(wlp.argmax(axis=1), index=X.index)
+
+    def predict_proba_many(self, X):
+        """Posterior probabilities, a DataFrame of shape (n_samples, n_components)."""
+        import pandas as pd
+        k_comp = self.n_components
+        if self._row is None:
+            return pd.DataFrame(np.full((len(X), k_comp), 1.0 / k_comp), index=X.index)
+        wlp, log_p = self._wlp_many(X)
+        none = np.isnan(self._frame(X)).all(axis=1)
+        p = np.exp(wlp - log_p[:, None])
+        p[none] = self._online.params.weights
+        return pd.DataFrame(p, index=X.index)
+
+    def score_many(self, X):
+        """Negative log-likelihood of each row of a DataFrame (a pandas Series of float)."""
+        import pandas as pd
+        if self._row is None:
+            return pd.Series(np.zeros(len(X)), index=X.index)
+        _, log_p = self._wlp_many(X)
+        return pd.Series(-log_p, index=X.index)
+
+    @classmethod
+    def _unit_test_params(cls):
+        yield {"n_components": 2, "warm_up": 60, "update_every": 8, "seed": 1}
+        yield {"n_components": 3, "covariance_type": "diag", "warm_up": 60, "update_every": 1,
+               "init_params": "k-means++", "seed": 2}
+
+
+_PARAMS_DOC = """
+    Parameters
+    ----------
+    n_components
+        Number of mixture components.
+    covariance_type
+        'full', 'tied', 'diag' or 'spherical'.
+    update_every
+        Records buffered between stepwise EM updates (the M-step is paid once per batch).
+    warm_up
+        Complete records fitted by batch EM before the first stepwise update; None is
+        ``max(100, 10 * n_components * n_features)``.
+    reg_covar
+        Added to the diagonal of every covariance.
+    alpha
+        Decay exponent of the step size, in [0.5, 1] (1 with ``t0=0``: the exact running average).
+    t0
+        Offset of the schedule, in units of ``step_unit`` records.
+    step_unit
+        Records per schedule step.
+    halflife
+        If set, forget at a constant rate: a record's weight halves every ``halflife`` records.
+    init_params
+        Initialisation of the warm-up fit: 'kmeans', 'k-means++', 'random' or 'random_from_data'.
+    warm_up_n_init
+        Starts of the warm-up batch EM (the best is kept).
+    max_iter
+        EM iterations per warm-up start.
+    tol
+        Convergence tolerance of the warm-up EM.
+    min_weight
+        Components whose weight falls below it are re-seeded (default ``1e-3 / n_components``).
+    seed
+        Random seed (warm-up initialisation, re-seeding).
+
+    Attributes
+    ----------
+    features_ : list or None
+        The schema (feature names in model order).
+    params_ : GaussianParams or None
+        The current parameters.
+    n_learned_ : int
+        Complete records learned (buffered ones included).
+    n_incomplete_ : int
+        Records not learned because a feature of the schema was missing.
+    n_pending_ : int
+        Records buffered, not yet visible in predictions.
+"""
+
+
+class OnlineGMM(_DictGMM, base.Clusterer):
+    __doc__ = """Gaussian mixture clustering of a stream of dicts by stepwise (online) EM.
+
+    ``learn_one`` buffers records and applies one stepwise EM update every ``update_every`` records;
+    ``predict_one`` is the most probable component, ``predict_proba_one`` the posterior, and
+    ``score_one`` the negative log-likelihood (higher is more anomalous). Missing features are
+    marginalised exactly; see :mod:`online_gmm.river` for the feature policy and for when a learned
+    record becomes visible.
+    """ + _PARAMS_DOC + """
+    Examples
+    --------
+    >>> import random
+    >>> from online_gmm.river import OnlineGMM
+    >>> rng = random.Random(0)
+    >>> stream = [{"a": rng.gauss(c, 1.0), "b": rng.gauss(c, 1.0)}
+    ...           for _ in range(300) for c in (-6.0, 6.0)]
+    >>> model = OnlineGMM(n_components=2, warm_up=100, update_every=16, seed=0)
+    >>> model.predict_one({"a": 0.0, "b": 0.0})        # before learning: cluster 0
+    0
+    >>> for x in stream:
+    ...     model.learn_one(x)
+    >>> model.predict_one({"a": -6.0, "b": -6.0}) != model.predict_one({"a": 6.0, "b": 6.0})
+    True
+    >>> proba = model.predict_proba_one({"a": 6.0})     # "b" missing: marginalised
+    >>> round(max(proba.values()), 3)
+    1.0
+    >>> model.score_one({"a": 6.0, "b": 6.0}) < model.score_one({"a": 0.0, "b": 0.0})
+    True
+    """
+
+
+class GMMAnomalyDetector(_DictGMM, base.AnomalyDetector):
+    __doc__ = """Anomaly detector scoring records by their negative log-likelihood under an online
+    Gaussian mixture (the model of :class:`OnlineGMM`).
+
+    ``score_one`` is -log p(x) over the observed features (higher is more anomalous; 0.0 before the
+    warm-up is over); ``learn_one`` updates the mixture. Score before learning (prequential). Scale
+    the features first (e.g. ``preprocessing.StandardScaler() | GMMAnomalyDetector()``) when their
+    scales differ a lot: ``reg_covar`` is an absolute floor on the variances. To flag records, wrap
+    it in :class:`online_gmm.anomaly.NLLFilter`.
+    """ + _PARAMS_DOC + """
+    Examples
+    --------
+    >>> import random
+    >>> from river import compose, preprocessing
+    >>> from online_gmm.river import GMMAnomalyDetector
+    >>> rng = random.Random(1)
+    >>> model = compose.Pipeline(preprocessing.StandardScaler(),
+    ...                          GMMAnomalyDetector(n_components=1, warm_up=100, seed=0))
+    >>> for _ in range(500):
+    ...     x = {"u": rng.gauss(0.0, 1.0), "v": rng.gauss(10.0, 2.0)}
+    ...     score = model.score_one(x)
+    ...     model.learn_one(x)
+    >>> model.score_one({"u": 8.0, "v": 10.0}) > model.score_one({"u": 0.0, "v": 10.0})
+    True
+    """
