@@ -584,7 +584,8 @@ def refit(X: np.ndarray, stats: SufficientStatistics | None, candidates: Sequenc
           covariance_type: str, reg_covar: float = 1e-6, tol: float = 1e-3, max_iter: int = 100,
           n_init: int = 1, rng: int | np.random.RandomState | None = None,
           params: GaussianParams | None = None, current_K: int | None = None,
-          criterion: str = "bic", init_params: str = "kmeans", labels: Sequence[int] | None = None,
+          criterion: str = "bic", init_params: str = "kmeans", warm_start: bool = True,
+          labels: Sequence[int] | None = None,
           next_label: int | None = None, n_seen: int | None = None,
           time: float | None = None) -> RefitResult:
     """Full-batch EM on the reservoir for every candidate number of components; pick the best.
@@ -622,6 +623,9 @@ def refit(X: np.ndarray, stats: SufficientStatistics | None, candidates: Sequenc
     current_K : int, optional
         Default ``stats.n_components``. Warm-started if it is among the candidates.
     criterion : {'bic', 'aic'}, default='bic'
+    warm_start : bool, default=True
+        False: every candidate, the current K included, starts fresh (e.g. to escape a poor local
+        optimum of the online model); the winner is then always placed by :func:`match_components`.
     labels, next_label : optional
         Stable ids of the online components, from the previous result's ``matching``.
     n_seen : int, optional
@@ -669,7 +673,7 @@ def refit(X: np.ndarray, stats: SufficientStatistics | None, candidates: Sequenc
 
     fits: list[CandidateFit] = []
     for k in cands:
-        warm = params is not None and k == current_K
+        warm = warm_start and params is not None and k == current_K
         result = fit_em(X, n_components=k, covariance_type=covariance_type, init_params=init_params,
                         n_init=n_init, rng=rng, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
                         start=params if warm else None)
