@@ -10,7 +10,6 @@ import pytest
 from scipy import integrate, stats as sps
 
 from online_gmm import OnlineGaussianMixture
-from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.refit import (BICHistory, Reservoir, bhattacharyya_distances, information_criteria,
