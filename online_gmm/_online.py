@@ -166,6 +166,35 @@ class OnlineEM:
             self.reseeds.append((self.n_seen, k))
         return ll
 
+    def score_then_learn(self, X: np.ndarray, learn: Callable[[np.ndarray], np.ndarray] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Prequential step: score a batch under the current parameters, then learn it, one E-step.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features), finite
+        learn : callable(log_p) -> bool ndarray of shape (n_samples,), optional
+            Given the scores, which rows to learn (all when omitted); e.g. skip flagged anomalies.
+
+        Returns
+        -------
+        (log_resp, log_p) computed before learning, of shapes (n_samples, K) and (n_samples,);
+        ``None`` while warming up (the rows are buffered and learned at the end of the warm-up).
+        """
+        if not self.initialised:
+            self.update(X)
+            return None
+        log_resp, log_p = self.scorer().log_resp(X)
+        mask = np.ones(X.shape[0], dtype=bool) if learn is None else np.asarray(learn(log_p), dtype=bool)
+        if mask.all():
+            Xl, resp_l, ll = X, np.exp(log_resp), float(log_p.sum())
+        else:
+            Xl, resp_l, ll = X[mask], np.exp(log_resp[mask]), float(log_p[mask].sum())
+        if Xl.shape[0]:
+            stats = SufficientStatistics.from_resp(Xl, resp_l, covariance_type=self.covariance_type)
+            self.step(Xl, batch=(stats, ll))
+        return log_resp, log_p
+
     def _reseed_collapsed(self, stats: SufficientStatistics, params: GaussianParams,
                           X: np.ndarray) -> list[int]:
         """Move components whose weight fell below ``min_weight`` to poorly explained points."""

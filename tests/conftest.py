@@ -20,6 +20,11 @@ import uuid
 from typing import Callable, Iterator
 
 import pytest
+from threadpoolctl import threadpool_limits
+
+# Two cores: multi-threaded BLAS only oversubscribes them for this workload (and tiny calls such as
+# solve_triangular stall for milliseconds). One thread, as the benchmarks use.
+threadpool_limits(1)
 
 #: Consumer-group settings for tests: rebalances take ~1 s instead of ~23 s.
 KAFKA_GROUP_SETTINGS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400}

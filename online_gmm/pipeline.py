@@ -1,0 +1,506 @@
+"""The streaming job: source -> validate -> score -> learn -> sinks -> refit -> checkpoint -> commit.
+
+:class:`Pipeline` is the one place that holds both the connectors and the model. Each batch:
+
+1. is read from the source until it holds exactly ``batch_size`` good records, so a replay cuts the
+   same batches and bad records mixed into a stream do not move the batch boundaries (only the last
+   batch of a finite source may be shorter);
+2. rejected records go to the dead-letter sink with their reasons and positions, never to the model;
+3. good records are **scored before they are learned** (cluster id, probability of that cluster,
+   log-likelihood, anomaly flag), then learned with one stepwise EM update (a record flagged as an
+   anomaly is learned or not depending on the anomaly policy);
+4. results go to the scores and anomalies sinks;
+5. every ``refit.every`` records the reservoir is refitted for every candidate K, the BIC history
+   grows, and the winner replaces the online parameters (component ids kept stable);
+6. every ``checkpoint.every`` records (and at the end, and on SIGTERM/SIGINT) the sinks are flushed,
+   one checkpoint holding the whole state is written durably, and only then are the source's offsets
+   committed.
+
+On start the newest good checkpoint is loaded, the source seeks to its position and file sinks are
+truncated to the sizes they had, so a killed process resumes with nothing lost and nothing counted
+twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from online_gmm.checkpoint import CheckpointStore, pack, unpack
+from online_gmm.estimator import OnlineGaussianMixture
+from online_gmm.refit import BICHistory, Reservoir, refit
+
+__all__ = ["Pipeline", "RunSummary"]
+
+_STATE_VERSION = 1
+
+
+@dataclass
+class RunSummary:
+    """Counters of a run (cumulative over resumes)."""
+
+    records: int = 0          # consumed: good + rejected
+    good: int = 0
+    rejected: int = 0
+    learned: int = 0
+    anomalies: int = 0
+    batches: int = 0
+    refits: int = 0
+    checkpoints: int = 0
+    resumed_from: str | None = None
+    stopped_by_signal: bool = False
+    n_components: int | None = None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def counters(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("records", "good", "rejected", "learned", "anomalies",
+                                              "batches", "refits", "checkpoints")}
+
+
+class Pipeline:
+    """A resumable streaming job around one online Gaussian mixture.
+
+    Parameters
+    ----------
+    source : connectors.base.Source
+    model : OnlineGaussianMixture
+        Unfitted; its parameters define the online model (the pipeline drives its core directly, one
+        E-step per batch for both scoring and learning).
+    batch_size : int, default=500
+        Good records per batch (rejected records do not count).
+    scores, anomalies, dead_letters : connectors.base.Sink, optional
+        Outputs. ``dead_letters`` receives every rejected record with its reason and position.
+    anomaly : online_gmm.anomaly threshold, optional
+        Decides which records are anomalies from their negative log-likelihood.
+    anomaly_policy : {'adapt', 'protect'}, default='adapt'
+        'adapt' learns flagged records too (follows drift), 'protect' skips them (keeps the model
+        clean, at the risk of never adapting to a new regime).
+    refit_every : int, default=0
+        Records between refits (0: never).
+    refit_candidates : list of int, optional
+        Numbers of components tried at each refit (default: the current K and its neighbours).
+    reservoir_size, reservoir_mode, refit_n_init, refit_max_iter, refit_criterion, seed
+        Refit settings (see :mod:`online_gmm.refit`).
+    refit_fn : callable, optional
+        Replaces :func:`online_gmm.refit.refit` (e.g. a Dask-backed refit), same signature.
+    checkpoint_dir : str, optional
+        Where checkpoints go; without it the job cannot resume.
+    checkpoint_every : int, default=5000
+        Records between checkpoints.
+    keep : int, default=3
+        Checkpoints kept.
+    include_responsibilities, include_features : bool
+        Add the responsibility vector / the feature values to each score record.
+    """
+
+    def __init__(self, source, model: OnlineGaussianMixture, *, batch_size: int = 500,
+                 scores=None, anomalies=None, dead_letters=None, anomaly=None,
+                 anomaly_policy: str = "adapt", refit_every: int = 0,
+                 refit_candidates: list[int] | None = None, reservoir_size: int = 5000,
+                 reservoir_mode: str = "reservoir", refit_n_init: int = 2, refit_max_iter: int = 100,
+                 refit_criterion: str = "bic", seed: int = 0,
+                 refit_fn: Callable[..., Any] | None = None, checkpoint_dir: str | None = None,
+                 checkpoint_every: int = 5000, keep: int = 3, include_responsibilities: bool = False,
+                 include_features: bool = True, feature_names: list[str] | None = None,
+                 config_fingerprint: str | None = None) -> None:
+        if anomaly_policy not in ("adapt", "protect"):
+            raise ValueError(f"anomaly_policy must be 'adapt' or 'protect', got {anomaly_policy!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.source = source
+        self.model = model
+        self.batch_size = batch_size
+        self.sinks = {"scores": scores, "anomalies": anomalies, "dead_letters": dead_letters}
+        self.anomaly = anomaly
+        self.anomaly_policy = anomaly_policy
+        self.refit_every = int(refit_every)
+        self.refit_candidates = refit_candidates
+        self.refit_n_init = refit_n_init
+        self.refit_max_iter = refit_max_iter
+        self.refit_criterion = refit_criterion
+        self.refit_fn = refit_fn or refit
+        self.checkpoint_every = int(checkpoint_every)
+        self.store = CheckpointStore(checkpoint_dir, keep=keep) if checkpoint_dir else None
+        self.include_responsibilities = include_responsibilities
+        self.include_features = include_features
+        self.feature_names = feature_names
+        self.fingerprint = config_fingerprint
+        self.summary = RunSummary()
+        self.history = BICHistory()
+        self.reservoir = Reservoir(reservoir_size, mode=reservoir_mode, seed=seed)
+        self._refit_rng = np.random.RandomState(seed)
+        self._labels: np.ndarray | None = None   # stable id of each component
+        self._next_label = 0
+        self._stop = threading.Event()
+        self._since_checkpoint = 0
+        self._since_refit = 0
+        self._pending: list[Any] = []
+        model._validate_params()
+        self._online = None
+
+    # ------------------------------------------------------------------------------ model access
+    def _ensure_online(self, n_features: int) -> None:
+        if self._online is None:
+            from sklearn.utils import check_random_state
+            self._online = self.model._new_online(n_features, check_random_state(self.model.random_state))
+            self.model.n_features_in_ = n_features
+            self.model._online = self._online
+
+    @property
+    def online(self):
+        """The :class:`~online_gmm._online.OnlineEM` state (None before the first record)."""
+        return self._online
+
+    def fitted_model(self) -> OnlineGaussianMixture:
+        """The model as a fitted :class:`OnlineGaussianMixture` (for scoring elsewhere)."""
+        if self._online is None or not self._online.initialised:
+            raise RuntimeError("the model has not finished its warm-up yet")
+        m = self.model
+        m.n_components = self._online.n_components
+        m._publish(self._online.params)
+        return m
+
+    # ------------------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask the run to finish the current batch, checkpoint, commit and return."""
+        self._stop.set()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        previous = {}
+
+        def handler(signum, frame):
+            self.summary.stopped_by_signal = True
+            self._stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    # ------------------------------------------------------------------------------ the loop
+    def run(self, max_records: int | None = None, *, idle_timeout: float | None = None,
+            progress: Callable[[RunSummary], None] | None = None) -> RunSummary:
+        """Process the stream until it ends, ``max_records`` records in all were consumed, or a stop.
+
+        Parameters
+        ----------
+        max_records : int, optional
+            Stop at the first batch boundary once this many records (good plus rejected, cumulative
+            over resumes) were consumed; stopping on a boundary lets a later run continue the very
+            same batches.
+        idle_timeout : float, optional
+            Stop after this many seconds without a record (streams that never say "end").
+        progress : callable(RunSummary), optional
+            Called after every batch.
+        """
+        t_start = time.perf_counter()
+        previous = self._install_signals()
+        try:
+            self.resume()
+            last_data = time.monotonic()
+            done = False
+            while not done and not self._stop.is_set():
+                if max_records is not None and self.summary.records >= max_records:
+                    break
+                batch, status = self._read_exactly(self.batch_size)
+                if batch is not None:
+                    self._process(*batch)
+                    last_data = time.monotonic()
+                    if progress is not None:
+                        progress(self.summary)
+                if status == "end":
+                    done = True
+                elif status == "idle" and idle_timeout is not None and \
+                        time.monotonic() - last_data > idle_timeout:
+                    done = True
+            self.checkpoint()
+        finally:
+            if previous:
+                for sig, h in previous.items():
+                    signal.signal(sig, h)
+        self.summary.seconds += time.perf_counter() - t_start
+        return self.summary
+
+    def _read_exactly(self, n: int):
+        """Read until the batch holds ``n`` good records, or the source ends or goes idle.
+
+        Counting good records keeps the batches of the model identical whether or not bad records are
+        mixed into the stream, and a replay cuts the same batches.
+        """
+        xs, metas, rejects = [], [], []
+        good = consumed = 0
+        status = "records"
+        while good < n:
+            b = self.source.read(n - good, getattr(self.source, "timeout", 1.0))
+            if b.n_records:
+                xs.append(b.X)
+                metas.extend(b.meta)
+                rejects.extend(b.rejects)
+                good += b.X.shape[0]
+                consumed += b.n_records
+            status = b.status
+            if status == "end":
+                break
+            if status == "idle":
+                if consumed == 0 or self._stop.is_set():
+                    break
+                continue  # a partial batch waits for the rest, so batch boundaries stay fixed
+        if consumed == 0:
+            return None, status
+        xs = [x for x in xs if x.shape[0]]
+        X = np.concatenate(xs) if xs else np.empty((0, 0))
+        return (X, metas, rejects, getattr(b, "position", None)), status
+
+    def _process(self, X: np.ndarray, metas: list[dict], rejects: list, position: Any) -> None:
+        s = self.summary
+        s.records += X.shape[0] + len(rejects)
+        s.good += X.shape[0]
+        s.rejected += len(rejects)
+        s.batches += 1
+        if rejects and self.sinks["dead_letters"] is not None:
+            self.sinks["dead_letters"].write_rejects(rejects, position) if hasattr(
+                self.sinks["dead_letters"], "write_rejects") else self.sinks["dead_letters"].write(
+                [r.to_record() for r in rejects])
+        if X.shape[0]:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            self._ensure_online(X.shape[1])
+            flags = self._score_and_learn(X, metas)
+            # flagged records stay out of the refit sample: BIC should not be asked to model outliers
+            self.reservoir.add(X if not flags.any() else X[~flags])
+        self._since_refit += X.shape[0] + len(rejects)
+        self._since_checkpoint += X.shape[0] + len(rejects)
+        if self.refit_every and self._since_refit >= self.refit_every and self._online.initialised:
+            self.refit_now()
+        if self.store is not None and self._since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
+
+    def _score_and_learn(self, X: np.ndarray, metas: list[dict]) -> np.ndarray:
+        online = self._online
+        flags = np.zeros(X.shape[0], dtype=bool)
+        learned = [X.shape[0]]
+
+        def decide(log_p: np.ndarray) -> np.ndarray:
+            if self.anomaly is not None:
+                flags[:] = self.anomaly.flag_many(-log_p)
+            mask = ~flags if self.anomaly_policy == "protect" else np.ones_like(flags)
+            learned[0] = int(mask.sum())
+            return mask
+
+        out = online.score_then_learn(X, decide)
+        self.summary.learned += learned[0]
+        self.summary.anomalies += int(flags.sum())
+        self.summary.n_components = online.n_components if online.initialised else None
+        scores_sink, anomalies_sink = self.sinks["scores"], self.sinks["anomalies"]
+        if scores_sink is None and anomalies_sink is None:
+            return flags
+        records = []
+        if out is None:
+            for i, meta in enumerate(metas):
+                rec = {**meta, "cluster": None, "probability": None, "log_likelihood": None,
+                       "anomaly": False, "warming_up": True}
+                if self.include_features:
+                    rec["x"] = X[i].tolist()
+                records.append(rec)
+        else:
+            log_resp, log_p = out
+            comp = log_resp.argmax(axis=1)
+            prob = np.exp(log_resp[np.arange(len(comp)), comp])
+            labels = self._labels if self._labels is not None and len(self._labels) == log_resp.shape[1] \
+                else np.arange(log_resp.shape[1])
+            for i, meta in enumerate(metas):
+                rec = {**meta, "cluster": int(labels[comp[i]]), "probability": float(prob[i]),
+                       "log_likelihood": float(log_p[i]), "anomaly": bool(flags[i])}
+                if self.include_responsibilities:
+                    rec["responsibilities"] = {int(labels[k]): float(v)
+                                               for k, v in enumerate(np.exp(log_resp[i]))}
+                if self.include_features:
+                    rec["x"] = X[i].tolist()
+                records.append(rec)
+        if scores_sink is not None:
+            scores_sink.write(records)
+        if anomalies_sink is not None and flags.any():
+            anomalies_sink.write([r for r, f in zip(records, flags) if f])
+        return flags
+
+    # ------------------------------------------------------------------------------ refits
+    def refit_now(self) -> dict[str, Any]:
+        """Refit the reservoir for every candidate K now; returns the BIC history row."""
+        online = self._online
+        k = online.n_components
+        cands = self.refit_candidates or sorted({max(1, k - 1), k, k + 1})
+        cands = [c for c in cands if c <= self.reservoir.data().shape[0]]
+        result = self.refit_fn(
+            self.reservoir.data(), online.stats, cands, covariance_type=online.covariance_type,
+            reg_covar=online.reg_covar, tol=self.model.tol, max_iter=self.refit_max_iter,
+            n_init=self.refit_n_init, rng=self._refit_rng, params=online.params,
+            criterion=self.refit_criterion, labels=self._labels, next_label=self._next_label or None,
+            n_seen=self.summary.records)
+        result.apply_to(online)
+        self._labels = np.asarray(result.matching.labels)
+        self._next_label = int(result.matching.next_label)
+        self.history.append(result.row)
+        self.summary.refits += 1
+        self.summary.n_components = online.n_components
+        self._since_refit = 0
+        return result.row
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        parts: dict[str, tuple[dict[str, np.ndarray], Any]] = {}
+        meta: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "fingerprint": self.fingerprint,
+            "counters": self.summary.counters(),
+            "since_refit": self._since_refit,
+            "source_position": self.source.position(),
+            "feature_names": self.feature_names,
+            "sink_positions": {name: (s.position() if s is not None else None)
+                               for name, s in self.sinks.items()},
+            "labels": None if self._labels is None else self._labels.tolist(),
+            "next_label": self._next_label,
+            "refit_rng": _rs_to_json(self._refit_rng),
+            "n_components": None if self._online is None else self._online.n_components,
+            "n_features": None if self._online is None else self._online.stats.n_features
+            if self._online.stats is not None else self.model.n_features_in_,
+            "model_params": {k: v for k, v in self.model.get_params().items()
+                             if isinstance(v, (int, float, str, bool, type(None)))},
+            "anomaly": None if self.anomaly is None else self.anomaly.to_state(),
+        }
+        if self._online is not None:
+            parts["model"] = self._online.to_arrays()
+        parts["reservoir"] = self.reservoir.to_arrays() if self.reservoir.n_features is not None \
+            else ({}, None)
+        parts["history"] = self.history.to_arrays()
+        arrays, packed_meta = pack(parts)
+        meta["parts"] = packed_meta
+        return arrays, meta
+
+    def checkpoint(self) -> None:
+        """Flush sinks, write one durable checkpoint, then commit the source's offsets."""
+        for sink in self.sinks.values():
+            if sink is not None:
+                sink.flush()
+        if self.store is None:
+            return
+        if self.summary.records == 0 and not self.store.checkpoints():
+            return
+        arrays, meta = self._state()
+        self.store.save(arrays, meta)
+        self.summary.checkpoints += 1
+        self._since_checkpoint = 0
+        self.source.commit(meta["source_position"])
+
+    def resume(self) -> bool:
+        """Load the newest good checkpoint, seek the source and restore the sinks; False if none."""
+        if self.store is None:
+            return False
+        loaded = self.store.load_latest()
+        if loaded is None:
+            return False
+        arrays, meta, path = loaded
+        if meta.get("version") != _STATE_VERSION:
+            raise ValueError(f"{path}: unsupported pipeline state version {meta.get('version')!r}")
+        if self.fingerprint is not None and meta.get("fingerprint") not in (None, self.fingerprint):
+            raise ValueError(
+                f"{path} was written with a different model/pipeline configuration; use another "
+                "checkpoint directory or the original configuration")
+        parts = unpack(arrays, meta["parts"])
+        for k, v in meta["counters"].items():
+            setattr(self.summary, k, int(v))
+        self._since_refit = int(meta["since_refit"])
+        self._since_checkpoint = 0
+        self._labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
+        self._next_label = int(meta["next_label"])
+        _rs_from_json(self._refit_rng, meta["refit_rng"])
+        if "model" in parts:
+            self._ensure_online(int(meta["n_features"]))
+            self._online.n_components = int(meta["n_components"])
+            self._online.load_arrays(*parts["model"])
+        if parts.get("reservoir") and parts["reservoir"][1] is not None:
+            self.reservoir = Reservoir.from_arrays(*parts["reservoir"])
+        self.history = BICHistory.from_arrays(*parts["history"])
+        if self.anomaly is not None and meta["anomaly"] is not None:
+            self.anomaly = type(self.anomaly).from_state(meta["anomaly"])
+        for name, pos in meta["sink_positions"].items():
+            sink = self.sinks.get(name)
+            if sink is not None and pos is not None:
+                sink.restore(pos)
+        if meta["source_position"] is not None:
+            self.source.seek(meta["source_position"])
+        self.summary.resumed_from = str(path)
+        self.summary.n_components = meta["n_components"]
+        return True
+
+    def close(self) -> None:
+        """Close the source and every sink."""
+        self.source.close()
+        for sink in self.sinks.values():
+            if sink is not None:
+                sink.close()
+
+
+def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:
+    """A fitted :class:`OnlineGaussianMixture` from a pipeline checkpoint (file or directory).
+
+    Returns
+    -------
+    model : OnlineGaussianMixture
+    meta : dict
+        The checkpoint's metadata (counters, feature names, ...).
+    parts : dict
+        The checkpoint's parts, ``{name: (arrays, meta)}`` (model, reservoir, history).
+    """
+    from pathlib import Path
+
+    from sklearn.utils import check_random_state
+
+    from online_gmm.checkpoint import CheckpointError, read_checkpoint
+    p = Path(path)
+    if p.is_dir():
+        loaded = CheckpointStore(p).load_latest()
+        if loaded is None:
+            raise CheckpointError(f"no checkpoint in {str(p)!r}")
+        arrays, meta, _ = loaded
+    else:
+        arrays, meta = read_checkpoint(p)
+    parts = unpack(arrays, meta["parts"])
+    if "model" not in parts:
+        raise CheckpointError(f"{path}: the checkpoint holds no model yet")
+    model = OnlineGaussianMixture(**meta["model_params"])
+    model.n_components = int(meta["n_components"])
+    online = model._new_online(int(meta["n_features"]), check_random_state(model.random_state))
+    online.n_components = int(meta["n_components"])
+    online.load_arrays(*parts["model"])
+    if not online.initialised:
+        raise CheckpointError(f"{path}: the model is still warming up")
+    model._online = online
+    model.n_features_in_ = int(meta["n_features"])
+    model.converged_, model.n_iter_, model.lower_bound_, model.lower_bounds_ = False, 0, -np.inf, []
+    model._publish(online.params)
+    return model, meta, parts
+
+
+def fingerprint(cfg: Mapping[str, Any]) -> str:
+    """A short hash of the parts of a configuration that change the model's meaning."""
+    relevant = {k: cfg[k] for k in ("model", "pipeline", "anomaly", "refit") if k in cfg}
+    relevant["fields"] = cfg.get("source", {}).get("fields")
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _rs_to_json(rs: np.random.RandomState) -> list:
+    name, keys, pos, has_gauss, cached = rs.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _rs_from_json(rs: np.random.RandomState, state: list) -> None:
+    name, keys, pos, has_gauss, cached = state
+    rs.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

@@ -1,0 +1,270 @@
+"""The pipeline: exactly-once resume (in process and across SIGKILL), corruption, bad input, drift."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connectors.deadletter import DeadLetterSink
+from connectors.files import JSONLinesSink, JSONLinesSource
+from online_gmm import OnlineGaussianMixture
+from online_gmm.checkpoint import CheckpointError, CheckpointStore
+from online_gmm.config import ConfigError, load_config, parse_config
+from online_gmm.demo import DEMO_FIELDS, write_events
+from online_gmm.pipeline import Pipeline, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pipeline(tmp, data, *, ck="ck", scores="scores.jsonl", batch_size=250, refit_every=3000, **model):
+    model = {"n_components": 3, "alpha": 1.0, "t0": 0.0, "warm_up": 1000, "random_state": 0, **model}
+    return Pipeline(
+        JSONLinesSource(str(data), fields=DEMO_FIELDS, name="events"), OnlineGaussianMixture(**model),
+        batch_size=batch_size, scores=JSONLinesSink(str(tmp / scores)),
+        dead_letters=DeadLetterSink(JSONLinesSink(str(tmp / f"{scores}.dead"))),
+        refit_every=refit_every, refit_candidates=[2, 3, 4], reservoir_size=1500, refit_n_init=1,
+        checkpoint_dir=str(tmp / ck), checkpoint_every=1000, feature_names=DEMO_FIELDS)
+
+
+def _final_arrays(pipe):
+    arrays, _ = pipe.online.to_arrays()
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "events.jsonl"
+    truth = write_events(path, n=8000, seed=3)
+    return path, truth
+
+
+def test_run_counts_outputs_and_dead_letters(tmp_path, events):
+    path, truth = events
+    pipe = _pipeline(tmp_path, path)
+    s = pipe.run()
+    pipe.close()
+    n_bad = int(truth["bad"].sum())
+    assert (s.records, s.rejected, s.good) == (8000, n_bad, 8000 - n_bad)
+    assert pipe.online.n_seen == s.good == s.learned
+    np.testing.assert_allclose(pipe.online.stats.total_weight, s.good, rtol=1e-9)
+    lines = (tmp_path / "scores.jsonl").read_text().splitlines()
+    assert len(lines) == s.good
+    first, last = json.loads(lines[0]), json.loads(lines[-1])
+    assert first["warming_up"] is True and first["cluster"] is None
+    assert isinstance(last["cluster"], int) and last["log_likelihood"] < 0 or last["log_likelihood"] >= 0
+    dead = [json.loads(x) for x in (tmp_path / "scores.jsonl.dead").read_text().splitlines()]
+    assert len(dead) == n_bad
+    assert all(d["reason"] and "line" in d for d in dead)
+    assert s.refits == 8000 // 3000
+
+
+def test_bad_records_leave_the_state_of_the_clean_stream(tmp_path, events):
+    path, truth = events
+    clean = tmp_path / "clean.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    clean.write_bytes(b"".join(l for l, bad in zip(lines, truth["bad"]) if not bad))
+    a = _pipeline(tmp_path, path, ck="a")
+    a.run()
+    b = _pipeline(tmp_path, clean, ck="b", scores="clean_scores.jsonl")
+    b.run()
+    for key, arr in _final_arrays(a).items():
+        np.testing.assert_array_equal(arr, _final_arrays(b)[key], err_msg=key)
+    assert a.summary.rejected == int(truth["bad"].sum()) and b.summary.rejected == 0
+
+
+def test_resume_in_process_is_exact(tmp_path, events):
+    path, _ = events
+    ref = _pipeline(tmp_path, path, ck="ref", scores="ref.jsonl")
+    ref.run()
+    first = _pipeline(tmp_path, path, ck="ck")
+    first.run(max_records=3333)
+    first.close()
+    second = _pipeline(tmp_path, path, ck="ck")
+    s = second.run()
+    assert s.resumed_from is not None
+    for key, arr in _final_arrays(ref).items():
+        np.testing.assert_array_equal(arr, _final_arrays(second)[key], err_msg=key)
+    assert (tmp_path / "scores.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    assert second.history.to_arrays()[1] is not None and len(second.history) == len(ref.history)
+
+
+def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, events):
+    path, _ = events
+    ref = _pipeline(tmp_path, path, ck="ref", scores="ref.jsonl")
+    ref.run()
+    first = _pipeline(tmp_path, path)
+    first.run(max_records=5200)
+    first.close()
+    store = CheckpointStore(tmp_path / "ck")
+    newest = store.checkpoints()[-1][1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    second = _pipeline(tmp_path, path)
+    with pytest.warns(UserWarning, match=newest.name):
+        second.run()
+    for key, arr in _final_arrays(ref).items():
+        np.testing.assert_array_equal(arr, _final_arrays(second)[key], err_msg=key)
+    assert (tmp_path / "scores.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    # every checkpoint unusable: a clear error, not a silent fresh start
+    for _, p in store.checkpoints():
+        p.write_bytes(p.read_bytes()[:100])
+    third = _pipeline(tmp_path, path)
+    with pytest.raises(CheckpointError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        third.run()
+
+
+def test_drift_bic_history_and_halflife_tracking(tmp_path):
+    """The demo stream: one cluster splits half-way; BIC moves from 3 to 4, the model follows."""
+    path = tmp_path / "drift.jsonl"
+    write_events(path, n=16000, seed=5, anomaly_rate=0.0)
+    pipe = Pipeline(JSONLinesSource(str(path), fields=DEMO_FIELDS),
+                    OnlineGaussianMixture(3, halflife=3000, warm_up=1000, random_state=0),
+                    batch_size=500, refit_every=2000, refit_candidates=[2, 3, 4, 5], reservoir_size=2000,
+                    reservoir_mode="window", refit_n_init=2)
+    pipe.run()
+    chosen = [row["chosen_k"] for row in pipe.history]
+    assert chosen[: len(chosen) // 2 - 1].count(3) >= 2, chosen
+    assert chosen[-3:] == [4, 4, 4], chosen
+    from online_gmm.demo import _AFTER
+    means = pipe.online.params.means
+    # every cluster of the new regime has a component within 10% of its latency/bytes centre
+    for centre in _AFTER:
+        rel = np.abs(means[:, :2] - centre[:2]) / centre[:2]
+        assert rel.max(axis=1).min() < 0.1, (centre, means)
+
+
+# --------------------------------------------------------------------------------------- SIGKILL
+def _write_config(tmp: Path, data: Path, *, source_extra: str = "", name="cfg.toml") -> Path:
+    cfg = tmp / name
+    cfg.write_text(f"""
+[source]
+type = "jsonl"
+path = "{data}"
+fields = {json.dumps(DEMO_FIELDS)}
+name = "events"
+{source_extra}
+
+[model]
+n_components = 3
+alpha = 1.0
+t0 = 0.0
+warm_up = 1000
+random_state = 0
+
+[pipeline]
+batch_size = 200
+
+[anomaly]
+quantile = 0.99
+policy = "adapt"
+
+[refit]
+every = 4000
+candidates = [2, 3, 4]
+reservoir_size = 1500
+n_init = 1
+
+[checkpoint]
+directory = "{tmp / 'ck'}"
+every = 600
+
+[sinks.scores]
+type = "jsonl"
+path = "{tmp / 'scores.jsonl'}"
+
+[sinks.dead_letters]
+type = "jsonl"
+path = "{tmp / 'dead.jsonl'}"
+""")
+    return cfg
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "online_gmm.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def _model_arrays(ck_dir):
+    _, meta, parts = load_model(str(ck_dir))
+    return parts["model"][0], meta
+
+
+def test_sigkill_three_times_equals_uninterrupted_run(tmp_path, events):
+    path, truth = events
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir(), run_dir.mkdir()
+    ref = _cli("run", "--config", str(_write_config(ref_dir, path)), "--quiet")
+    assert ref.wait(timeout=240) == 0, ref.stderr.read().decode()
+    rng = np.random.default_rng(2026)
+    cfg = _write_config(run_dir, path)
+    kills = 0
+    for delay in rng.uniform(1.5, 4.0, size=3):
+        proc = _cli("run", "--config", str(cfg), "--quiet")
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+    final = _cli("run", "--config", str(cfg), "--quiet")
+    out, err = final.communicate(timeout=240)
+    assert final.returncode == 0, err.decode()
+    assert kills >= 2, "the pipeline finished before it could be killed: the test lost its point"
+    ref_arrays, ref_meta = _model_arrays(ref_dir / "ck")
+    arrays, meta = _model_arrays(run_dir / "ck")
+    assert sorted(arrays) == sorted(ref_arrays)
+    for key in ref_arrays:
+        np.testing.assert_array_equal(arrays[key], ref_arrays[key], err_msg=key)
+    n_good = 8000 - int(truth["bad"].sum())
+    assert meta["counters"]["good"] == n_good and meta["counters"]["records"] == 8000
+    assert meta["parts"]["parts"]["model"]["n_seen"] == n_good
+    np.testing.assert_allclose(arrays["stats.weights"].sum(), n_good, rtol=1e-9)
+    # outputs: every good record scored exactly once, byte-identical to the uninterrupted run
+    assert (run_dir / "scores.jsonl").read_bytes() == (ref_dir / "scores.jsonl").read_bytes()
+    assert (run_dir / "dead.jsonl").read_bytes() == (ref_dir / "dead.jsonl").read_bytes()
+
+
+def test_sigterm_finishes_batch_checkpoints_and_exits_zero(tmp_path, events):
+    path, _ = events
+    cfg = _write_config(tmp_path, path, source_extra="follow = true")
+    proc = _cli("run", "--config", str(cfg))
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((tmp_path / "ck").glob("ckpt-*.npz")):
+        time.sleep(0.2)
+    time.sleep(1.0)   # the whole file is read; follow mode now waits for more
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert "stopped by signal" in out.decode()
+    _, meta = _model_arrays(tmp_path / "ck")
+    assert meta["counters"]["records"] == 8000
+
+
+# --------------------------------------------------------------------------------------- config
+def test_config_rejects_unknown_keys_with_their_names(tmp_path):
+    base = {"source": {"type": "jsonl", "path": "x", "fields": ["a"]}}
+    with pytest.raises(ConfigError, match="'colour'"):
+        parse_config({**base, "colour": 1})
+    with pytest.raises(ConfigError, match=r"\[model\].*'n_component'"):
+        parse_config({**base, "model": {"n_component": 3}})
+    with pytest.raises(ConfigError, match=r"\[sinks.scores\].*'pth'"):
+        parse_config({**base, "sinks": {"scores": {"type": "jsonl", "pth": "x"}}})
+    with pytest.raises(ConfigError, match="policy"):
+        parse_config({**base, "anomaly": {"policy": "ignore"}})
+    with pytest.raises(ConfigError, match="needs 'path'"):
+        parse_config({"source": {"type": "csv"}})
+    cfg_file = tmp_path / "p.toml"
+    cfg_file.write_text('[source]\ntype = "jsonl"\npath = "data/x.jsonl"\nfields = ["a"]\n')
+    assert load_config(cfg_file)["source"]["path"] == str(tmp_path / "data" / "x.jsonl")
+    cfg_file.write_text("[source\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(cfg_file)
