@@ -7,10 +7,8 @@ a :class:`~online_gmm._em.GaussianParams` (precision Cholesky factors from the k
 covariance type), so it is evaluated by the same :class:`~online_gmm._em.Scorer` and kernels as the
 full model. :class:`MarginalCache` keeps the marginals of recently seen observed-patterns.
 
-:class:`RowScorer` evaluates one record with a parameter set's prepared kernel arrays
-(:meth:`GaussianParams.prepared`) and one-row buffers: the same ``kernel.log_prob`` as
-:class:`~online_gmm._em.Scorer`, without its cache-sized chunk buffers (a ``Scorer`` allocates
-about 1 MiB, too much to keep one per observed-pattern).
+:class:`RowScorer` evaluates one record through :meth:`Scorer.weighted_log_prob_chunk
+<online_gmm._em.Scorer.weighted_log_prob_chunk>` with a reused one-row input buffer.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from online_gmm._em import GaussianParams
+from online_gmm._em import GaussianParams, Scorer
 from online_gmm._gaussian import get_kernel
 
 __all__ = ["marginal_params", "RowScorer", "MarginalCache"]
@@ -106,51 +104,117 @@ def marginal_params(params: GaussianParams, observed_idx) -> GaussianParams:
                           cov, kernel.precision_cholesky(cov))
 
 
+# --------------------------------------------------------------------------------------------------
+# one-row fast paths: the kernel formulas of ``online_gmm._gaussian`` on its own prepared arrays,
+# written for a single record with few numpy calls (at one row numpy's per-call overhead dominates:
+# ``kernel.log_prob`` costs ~15 us for one row, these ~5 us). Each returns log w_k + log N(x | k),
+# shape (K,), in ``ws["q"]``. They are used only when the prepared arrays have the layout they were
+# written for (``_ROW_LAYOUT``); otherwise ``RowScorer`` falls back to ``Scorer``. Tests compare them
+# with ``Scorer.weighted_log_prob`` for every covariance type.
+# --------------------------------------------------------------------------------------------------
+def _row_full(xc, prep, ws):
+    y = np.dot(prep["uT"], xc, out=ws["y"])          # (K*D,)
+    y -= ws["b"]
+    y *= y
+    q = np.dot(y, ws["half_sum"], out=ws["q"])       # -1/2 of each component's sum of D squares
+    q += ws["const"]
+    return q
+
+
+def _row_tied(xc, prep, ws):
+    y = np.dot(prep["uT"], xc, out=ws["y"])          # (D,)
+    q = np.dot(prep["b2"], y, out=ws["q"])
+    q += float(np.dot(y, y))
+    q += ws["bb"]
+    return _finish_row(q, ws)
+
+
+def _row_separable(xc, prep, ws):
+    xx = ws["y"]                                      # [x - c, (x - c)^2], (2D,)
+    d = xc.shape[0]
+    xx[:d] = xc
+    np.multiply(xc, xc, out=xx[d:])
+    q = np.dot(prep["w"], xx, out=ws["q"])
+    q += ws["bb"]
+    return _finish_row(q, ws)
+
+
+def _finish_row(q, ws):
+    np.maximum(q, 0.0, out=q)
+    q *= -0.5
+    q += ws["const"]
+    return q
+
+
+#: per covariance type: (one-row function, prepared keys it reads, constant-column key, y length)
+_ROW_LAYOUT = {
+    "full": (_row_full, ("c", "uT", "bcol", "const", "logw"), "bcol", lambda k, d: k * d),
+    "tied": (_row_tied, ("c", "uT", "b2", "bbcol", "const", "logw"), "bbcol", lambda k, d: d),
+    "diag": (_row_separable, ("c", "w", "mpmcol", "const", "logw"), "mpmcol", lambda k, d: 2 * d),
+    "spherical": (_row_separable, ("c", "w", "mpmcol", "const", "logw"), "mpmcol",
+                  lambda k, d: 2 * d),
+}
+
+
 class RowScorer:
-    """One-row evaluation of a parameter set through its prepared kernel arrays.
+    """One-row evaluation of a parameter set on the kernels' prepared arrays.
+
+    ``weighted_log_prob`` equals :meth:`Scorer.weighted_log_prob <online_gmm._em.Scorer>` to
+    rounding. A one-row fast path reads the prepared arrays of :meth:`GaussianParams.prepared`
+    directly; if their layout is not the one it knows, the core ``Scorer`` evaluates the row.
 
     Parameters
     ----------
     params : GaussianParams
-
-    Notes
-    -----
-    Results live in reused buffers: copy them to keep them.
     """
 
-    __slots__ = ("params", "_kernel", "_prep", "_buf", "_out", "x")
+    __slots__ = ("params", "_prep", "_row", "_ws", "_scorer", "_x")
 
     def __init__(self, params: GaussianParams) -> None:
         k_comp, d = params.means.shape
         self.params = params
-        self._kernel = get_kernel(params.covariance_type)
-        self._prep = params.prepared()
-        self._buf = {"xc": np.empty((1, d)), "y": np.empty((1, k_comp * d)), "z": np.empty((1, d))}
-        self._out = np.empty((1, k_comp))
-        #: the input row buffer, shape (1, n_features): write the record here, then call
-        #: :meth:`weighted_log_prob`
-        self.x = np.empty((1, d))
+        prep = self._prep = params.prepared()
+        row, keys, col, y_len = _ROW_LAYOUT[params.covariance_type]
+        self._row = row if all(k in prep for k in keys) else None
+        self._scorer = None
+        self._x = None
+        if self._row is None:
+            self._scorer = Scorer(params)
+            self._x = np.empty((1, d))
+            return
+        ws = {"xc": np.empty(d), "y": np.empty(y_len(k_comp, d)), "q": np.empty(k_comp),
+              "const": prep["const"] + prep["logw"], "b": None, "bb": None}
+        if params.covariance_type == "full":
+            ws["b"] = prep[col].reshape(-1)
+            ws["half_sum"] = np.kron(np.eye(k_comp), np.full((d, 1), -0.5))
+        else:
+            ws["bb"] = prep[col].reshape(-1)
+        self._ws = ws
 
-    def weighted_log_prob(self, x: np.ndarray | None = None) -> np.ndarray:
-        """log(w_k) + log N(x | k) of one record, shape (n_components,) (a reused buffer).
+    def weighted_log_prob(self, x) -> np.ndarray:
+        """log(w_k) + log N(x | k) of one record, shape (n_components,), in a reused buffer.
 
         Parameters
         ----------
-        x : ndarray of shape (1, n_features), optional
-            Defaults to the row buffer :attr:`x`.
+        x : sequence of float or ndarray of shape (n_features,)
         """
-        out = self._out
-        self._kernel.log_prob(self.x if x is None else x, self._prep, out, self._buf)
-        out += self._prep["logw"]
-        return out[0]
+        if self._row is None:
+            xr = self._x
+            xr[0] = x
+            return self._scorer.weighted_log_prob_chunk(xr)[0]
+        ws = self._ws
+        xc = np.subtract(x, self._prep["c"], out=ws["xc"])
+        return self._row(xc, self._prep, ws)
 
     @staticmethod
     def log_sum(wlp: np.ndarray) -> float:
         """log sum_k exp(wlp_k) of one row, shape (n_components,) -> float."""
-        m = float(wlp.max())
+        w = wlp.tolist()
+        m = max(w)
         if not math.isfinite(m):
             return m
-        return m + math.log(float(np.exp(wlp - m).sum()))
+        exp = math.exp
+        return m + math.log(sum([exp(v - m) for v in w]))
 
 
 class MarginalCache:
@@ -160,11 +224,11 @@ class MarginalCache:
     ----------
     params : GaussianParams
         The full mixture; the cache belongs to it (make a new cache when the parameters change).
-    max_size : int, default=32
+    max_size : int, default=8
         Patterns kept (bounded memory: each entry holds a K x D x D marginal at most).
     """
 
-    def __init__(self, params: GaussianParams, max_size: int = 32) -> None:
+    def __init__(self, params: GaussianParams, max_size: int = 8) -> None:
         self.params = params
         self.max_size = int(max_size)
         self._entries: OrderedDict[bytes, RowScorer] = OrderedDict()

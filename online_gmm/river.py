@@ -78,7 +78,7 @@ def _check_real(name: str, value: Any, low: float, high: float = math.inf, *,
 class _DictGMM:
     """The state and methods shared by the River learners (see the module docstring)."""
 
-    def __init__(self, n_components: int = 2, covariance_type: str = "full", update_every: int = 32,
+    def __init__(self, n_components: int = 2, covariance_type: str = "full", update_every: int = 128,
                  warm_up: int | None = None, reg_covar: float = 1e-6, alpha: float = 0.6,
                  t0: float = 2.0, step_unit: float = 1000.0, halflife: float | None = None,
                  init_params: str = "kmeans", warm_up_n_init: int = 3, max_iter: int = 100,
@@ -280,8 +280,9 @@ class _DictGMM:
             return
         if self._keys is None:
             # the schema comes from the first row with a finite value, as in learn_one
-            arr = X.to_numpy(dtype=np.float64, na_value=np.nan)
-            finite = np.isfinite(arr)
+            self._keys = list(X.columns)
+            finite = np.isfinite(self._frame(X))
+            self._keys = None
             has = np.flatnonzero(finite.any(axis=1))
             if has.size == 0:
                 self.n_incomplete_ += len(X)
@@ -307,7 +308,13 @@ class _DictGMM:
 
     def _frame(self, X) -> np.ndarray:
         """DataFrame -> (n, D) float array in schema order; NaN where missing or non-finite."""
-        A = X.reindex(columns=self._keys).to_numpy(dtype=np.float64, na_value=np.nan)
+        frame = X.reindex(columns=self._keys)
+        try:
+            A = np.array(frame.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+        except (TypeError, ValueError):  # non-numeric entries are missing values
+            import pandas as pd
+            A = np.array(frame.apply(pd.to_numeric, errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan), dtype=np.float64)
         A[~np.isfinite(A)] = np.nan
         return A
 
@@ -322,18 +329,14 @@ class _DictGMM:
         except (KeyError, TypeError):
             ok = False
         if ok:
-            rs.x[0] = vals
-            return rs.weighted_log_prob()
+            return rs.weighted_log_prob(vals)
         row = self._values(x)
         observed = ~np.isnan(row)
         if observed.all():
-            rs.x[0] = row
-            return rs.weighted_log_prob()
+            return rs.weighted_log_prob(row)
         if not observed.any():
             return None
-        ms = self._marginals.get(observed)
-        ms.x[0] = row[observed]
-        return ms.weighted_log_prob()
+        return self._marginals.get(observed).weighted_log_prob(row[observed])
 
     def _log_likelihood_one(self, x: dict) -> float:
         if self._row is None:
@@ -364,7 +367,7 @@ class _DictGMM:
         if self._row is None:
             return 0
         wlp = self._wlp_one(x)
-        return int(np.argmax(self._online.params.weights if wlp is None else wlp))
+        return int((self._online.params.weights if wlp is None else wlp).argmax())
 
     def score_one(self, x: dict) -> float:
         """Negative log-likelihood of the observed features of ``x``: higher is more anomalous.
@@ -431,7 +434,7 @@ class _DictGMM:
     @classmethod
     def _unit_test_params(cls):
         yield {"n_components": 2, "warm_up": 60, "update_every": 8, "seed": 1}
-        yield {"n_components": 3, "covariance_type": "diag", "warm_up": 60, "update_every": 1,
+        yield {"n_components": 3, "covariance_type": "diag", "warm_up": 60, "update_every": 4,
                "init_params": "k-means++", "seed": 2}
 
 

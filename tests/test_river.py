@@ -1,0 +1,324 @@
+"""Tests of the River learners (online_gmm.river) and the exact marginals (online_gmm._marginal)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import river.checks
+from river import compose, preprocessing
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from online_gmm._em import GaussianParams, Scorer
+from online_gmm._gaussian import get_kernel
+from online_gmm._marginal import MarginalCache, RowScorer, marginal_params
+from online_gmm.river import GMMAnomalyDetector, OnlineGMM
+
+CTYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _stream(n=300, d=6, seed=0, outliers=0.03):
+    """Three blobs with injected outliers: a list of (dict, is_outlier)."""
+    rng = np.random.RandomState(seed)
+    centres = rng.normal(0, 4, (3, d))
+    X = centres[rng.randint(3, size=n)] + rng.normal(size=(n, d))
+    y = rng.rand(n) < outliers
+    X[y] += rng.normal(0, 12, (int(y.sum()), d))
+    return [({f"f{j}": float(v) for j, v in enumerate(row)}, bool(t)) for row, t in zip(X, y)]
+
+
+def _random_params(ctype, k=3, d=4, seed=0):
+    rng = np.random.RandomState(seed)
+    means = rng.normal(0, 3, (k, d))
+    weights = rng.dirichlet(np.ones(k))
+    if ctype == "full":
+        a = rng.normal(size=(k, d, d))
+        cov = a @ np.swapaxes(a, 1, 2) + np.eye(d)
+    elif ctype == "tied":
+        a = rng.normal(size=(d, d))
+        cov = a @ a.T + np.eye(d)
+    elif ctype == "diag":
+        cov = rng.uniform(0.5, 3.0, (k, d))
+    else:
+        cov = rng.uniform(0.5, 3.0, k)
+    return GaussianParams(ctype, weights, means, cov, get_kernel(ctype).precision_cholesky(cov))
+
+
+def _dense_cov(params, k):
+    cov = params.covariances
+    d = params.n_features
+    return {"full": lambda: cov[k], "tied": lambda: cov, "diag": lambda: np.diag(cov[k]),
+            "spherical": lambda: np.eye(d) * cov[k]}[params.covariance_type]()
+
+
+def _scipy_marginal_logpdf(params, x, idx):
+    """log p(x[idx]) of the mixture, by scipy on the observed sub-vector."""
+    idx = np.asarray(idx)
+    terms = [np.log(w) + multivariate_normal(params.means[k, idx],
+                                             _dense_cov(params, k)[np.ix_(idx, idx)]).logpdf(x[idx])
+             for k, w in enumerate(params.weights)]
+    return float(logsumexp(terms))
+
+
+# ----------------------------------------------------------------------------- River's check suite
+def _offline_datasets(model, scale=1):
+    # River's generator gives no dataset to a Clusterer and a 150 MB download (CreditCard) to an
+    # anomaly detector; the same checks run here on an offline stream with labelled outliers.
+    yield _stream(n=300 * scale)
+
+
+def _river_checks():
+    for cls in (OnlineGMM, GMMAnomalyDetector):
+        for i, params in enumerate(cls._unit_test_params()):
+            model = cls(**params)
+            for check in river.checks.yield_checks(model):
+                yield pytest.param(model, check, id=f"{cls.__name__}-{i}-{check.__name__}")
+
+
+@pytest.fixture()
+def offline_datasets(monkeypatch):
+    monkeypatch.setattr(river.checks, "_yield_datasets", _offline_datasets)
+
+
+def test_river_check_suite(offline_datasets):
+    """Every check of river.checks.yield_checks passes (none skipped: _unit_test_skips is empty)."""
+    n = 0
+    for cls in (OnlineGMM, GMMAnomalyDetector):
+        for params in cls._unit_test_params():
+            model = cls(**params)
+            assert model._unit_test_skips() == set()
+            for check in river.checks.yield_checks(model):
+                check(model.clone())
+                n += 1
+    assert n > 50
+
+
+def test_check_estimator_runs(offline_datasets):
+    river.checks.check_estimator(GMMAnomalyDetector(n_components=2, warm_up=60, update_every=8, seed=0))
+
+
+# ----------------------------------------------------------------------------- conventions
+def test_prediction_before_learning_is_defined():
+    model = OnlineGMM(n_components=3)
+    x = {"a": 1.0, "b": 2.0}
+    assert model.predict_one(x) == 0
+    assert model.predict_proba_one(x) == {0: 1 / 3, 1: 1 / 3, 2: 1 / 3}
+    assert model.score_one(x) == 0.0
+    X = pd.DataFrame([x, x])
+    assert model.predict_many(X).tolist() == [0, 0]
+    assert model.score_many(X).tolist() == [0.0, 0.0]
+    assert GMMAnomalyDetector().score_one(x) == 0.0
+    # during the warm-up too
+    model.learn_one(x)
+    assert model.params_ is None and model.score_one(x) == 0.0 and model.predict_one(x) == 0
+
+
+def test_no_mutation_and_no_reference_kept():
+    model = OnlineGMM(n_components=2, warm_up=40, update_every=4, seed=0)
+    stream = _stream(n=80)
+    for x, _ in stream:
+        before = copy.deepcopy(x)
+        model.score_one(x)
+        model.predict_proba_one(x)
+        model.learn_one(x)
+        assert x == before
+    snapshot = pickle.dumps(model)
+    for x, _ in stream:
+        for k in x:
+            x[k] = 1e9
+    assert pickle.dumps(model) == snapshot
+
+
+def test_constructor_validation_names_the_parameter():
+    with pytest.raises(ValueError, match=r"update_every must be an int >= 1, got 0"):
+        OnlineGMM(update_every=0)
+    with pytest.raises(ValueError, match=r"covariance_type must be one of .* got 'ful'"):
+        OnlineGMM(covariance_type="ful")
+    with pytest.raises(ValueError, match=r"alpha must be a finite number >= 0.5 and <= 1.0, got 2"):
+        OnlineGMM(alpha=2)
+
+
+def test_clone_and_repr_round_trip():
+    model = OnlineGMM(n_components=4, covariance_type="diag", update_every=7, seed=3)
+    assert repr(model.clone()) == repr(model)
+    assert model.clone().update_every == 7
+    for x, _ in _stream(n=50):
+        model.learn_one(x)
+    assert model.clone().n_learned_ == 0
+
+
+def test_pickle_after_predictions_round_trips():
+    model = OnlineGMM(n_components=2, warm_up=40, update_every=8, seed=0)
+    stream = _stream(n=120)
+    for x, _ in stream:
+        model.learn_one(x)
+        model.score_one({"f0": x["f0"]})          # a marginal is cached too
+    loaded = pickle.loads(pickle.dumps(model))
+    for x, _ in stream[:10]:
+        assert loaded.score_one(x) == model.score_one(x)
+        assert loaded.predict_one(x) == model.predict_one(x)
+
+
+# ----------------------------------------------------------------------------- batching
+@pytest.mark.parametrize("ctype", CTYPES)
+@pytest.mark.parametrize("update_every", [1, 16, 50])
+def test_learn_many_equals_learn_one(ctype, update_every):
+    stream = [x for x, _ in _stream(n=400, seed=1)]
+    stream[7] = {**stream[7], "f2": None}              # incomplete records: skipped by both
+    stream[300] = {**stream[300], "f3": math.nan}
+    one = OnlineGMM(n_components=3, covariance_type=ctype, warm_up=100,
+                    update_every=update_every, seed=0)
+    many = one.clone()
+    for x in stream:
+        one.learn_one(x)
+    frame = pd.DataFrame(stream)
+    for a, b in [(0, 5), (5, 123), (123, 301), (301, 400)]:   # chunks that cut across updates
+        many.learn_many(frame.iloc[a:b])
+    assert one.n_learned_ == many.n_learned_ == 398
+    assert one.n_incomplete_ == many.n_incomplete_ == 2
+    assert one.n_pending_ == many.n_pending_
+    assert one.online_.n_updates == many.online_.n_updates
+    for name in ("weights", "means", "precisions_cholesky"):
+        np.testing.assert_allclose(getattr(one.params_, name), getattr(many.params_, name),
+                                   rtol=1e-10, atol=1e-12)
+    test = pd.DataFrame(stream[:40])
+    assert one.predict_many(test).tolist() == [many.predict_one(x) for x in stream[:40]]
+    np.testing.assert_allclose(one.score_many(test), [many.score_one(x) for x in stream[:40]],
+                               rtol=1e-9)
+
+
+def test_updates_become_visible_every_update_every_records():
+    stream = [x for x, _ in _stream(n=200)]
+    model = OnlineGMM(n_components=2, warm_up=64, update_every=16, seed=0)
+    for x in stream[:64]:
+        model.learn_one(x)
+    assert model.params_ is not None and model.n_pending_ == 0
+    probe = stream[100]
+    first = model.score_one(probe)
+    for x in stream[64:79]:                            # 15 records: still buffered
+        model.learn_one(x)
+    assert model.n_pending_ == 15 and model.score_one(probe) == first
+    model.learn_one(stream[79])                        # the 16th applies the update
+    assert model.n_pending_ == 0 and model.score_one(probe) != first
+    second = model.score_one(probe)
+    model.learn_one(stream[80])
+    model.flush()                                      # a partial batch on demand
+    assert model.n_pending_ == 0 and model.score_one(probe) != second
+
+
+# ----------------------------------------------------------------------------- marginals
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_marginal_params_match_scipy(ctype):
+    params = _random_params(ctype, k=3, d=5, seed=4)
+    x = np.random.RandomState(1).normal(0, 2, 5)
+    for idx in ([0], [1, 3], [4, 0, 2], [0, 1, 2, 3, 4]):
+        marg = marginal_params(params, idx)
+        got = Scorer(marg).score_samples(x[idx][None])[0]
+        assert got == pytest.approx(_scipy_marginal_logpdf(params, x, idx), rel=1e-10, abs=1e-10)
+
+
+def test_marginal_params_validates_the_index():
+    params = _random_params("full")
+    with pytest.raises(ValueError, match="distinct feature indices in \\[0, 4\\), got \\[1, 1\\]"):
+        marginal_params(params, [1, 1])
+    with pytest.raises(ValueError, match="at least one feature"):
+        marginal_params(params, [])
+
+
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_row_scorer_matches_scorer(ctype):
+    params = _random_params(ctype, k=4, d=6, seed=2)
+    X = np.random.RandomState(0).normal(0, 3, (20, 6)) + 1e3   # offset data keeps its digits
+    params.means += 1e3
+    params._prepared = None
+    ref = Scorer(params).weighted_log_prob(X)
+    rs = RowScorer(params)
+    assert rs._row is not None, "the one-row fast path no longer matches the kernels' prepared arrays"
+    got = np.array([rs.weighted_log_prob(row).copy() for row in X])
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose([RowScorer.log_sum(r) for r in got], logsumexp(ref, axis=1), rtol=1e-12)
+
+
+def test_marginal_cache_is_bounded():
+    params = _random_params("full", d=6)
+    cache = MarginalCache(params, max_size=3)
+    masks = [np.arange(6) != j for j in range(6)]
+    for m in masks:
+        cache.get(m)
+    assert len(cache) == 3
+
+
+@pytest.mark.parametrize("ctype", CTYPES)
+def test_missing_features_are_marginalised(ctype):
+    stream = [x for x, _ in _stream(n=300, seed=2)]
+    model = GMMAnomalyDetector(n_components=3, covariance_type=ctype, warm_up=150, update_every=32,
+                               seed=0)
+    for x in stream:
+        model.learn_one(x)
+    params = model.params_
+    keys = model.features_
+    x = stream[5]
+    full = np.array([x[k] for k in keys])
+    for drop in (["f1"], ["f0", "f4"], ["f5", "f2", "f3"]):
+        partial = {k: v for k, v in x.items() if k not in drop}
+        idx = [i for i, k in enumerate(keys) if k not in drop]
+        expected = -_scipy_marginal_logpdf(params, full, idx)
+        assert model.score_one(partial) == pytest.approx(expected, rel=1e-9)
+        # None and NaN mean missing, exactly as an absent key
+        assert model.score_one({**x, **{k: None for k in drop}}) == model.score_one(partial)
+        assert model.score_one({**x, **{k: math.nan for k in drop}}) == model.score_one(partial)
+        many = model.score_many(pd.DataFrame([partial], columns=keys))
+        assert many.iloc[0] == pytest.approx(expected, rel=1e-9)
+    # no observed feature: log p = 0, responsibilities = mixing weights
+    assert model.score_one({}) == 0.0
+    clusterer = OnlineGMM(**model._get_params())
+    for x in stream:
+        clusterer.learn_one(x)
+    proba = clusterer.predict_proba_one({"unknown": 1.0})
+    np.testing.assert_allclose(list(proba.values()), clusterer.params_.weights)
+
+
+def test_unseen_features_are_ignored_and_incomplete_records_counted():
+    stream = [x for x, _ in _stream(n=200)]
+    model = OnlineGMM(n_components=2, warm_up=60, update_every=8, seed=0)
+    for x in stream:
+        model.learn_one(x)
+    x = stream[3]
+    assert model.score_one({**x, "new": 123.0}) == model.score_one(x)
+    assert model.predict_one({**x, "new": 123.0}) == model.predict_one(x)
+    n = model.n_learned_
+    model.learn_one({k: v for k, v in x.items() if k != "f0"})
+    model.learn_one({**x, "f1": "text"})
+    assert model.n_learned_ == n and model.n_incomplete_ == 2
+    assert model.features_ == [f"f{j}" for j in range(6)]
+
+
+def test_schema_ignores_dict_order():
+    stream = [x for x, _ in _stream(n=150)]
+    a = OnlineGMM(n_components=2, warm_up=60, update_every=8, seed=0)
+    b = a.clone()
+    for x in stream:
+        a.learn_one(x)
+        b.learn_one(dict(reversed(list(x.items()))))
+    assert a.features_ == b.features_
+    assert a.score_one(stream[0]) == b.score_one(stream[0])
+
+
+# ----------------------------------------------------------------------------- composition
+def test_anomaly_detector_in_a_pipeline_after_a_scaler():
+    stream = _stream(n=600, seed=3)
+    pipe = compose.Pipeline(preprocessing.StandardScaler(),
+                            GMMAnomalyDetector(n_components=3, warm_up=200, update_every=16, seed=0))
+    scores, labels = [], []
+    for x, y in stream:
+        scores.append(pipe.score_one(x))
+        pipe.learn_one(x)
+        labels.append(y)
+    from sklearn.metrics import roc_auc_score
+    assert pipe["GMMAnomalyDetector"].n_learned_ == 600
+    assert roc_auc_score(labels[200:], scores[200:]) > 0.9
