@@ -217,6 +217,18 @@ def _tree(parts: list, split_every: int) -> Any:
     return parts[0]
 
 
+def _ship(params: GaussianParams, client) -> Any:
+    """The parameters as a graph dependency: broadcast to every worker up front with a client.
+
+    A copy without cached scoring constants is sent. Broadcasting (rather than letting the first
+    task on each worker fetch them) means no map task waits for a transfer; while a task waits,
+    its worker would run other ready tasks, e.g. generate or load more chunks than it needs.
+    """
+    if client is not None:
+        return client.scatter(params.copy(), broadcast=True, hash=False)
+    return dask.delayed(params.copy(), pure=True, traverse=False)
+
+
 class _EStep:
     """``run_em``'s E-step over Dask chunks; remembers the rows and weight of the last pass."""
 
@@ -226,11 +238,11 @@ class _EStep:
         self.weight = 0.0
 
     def __call__(self, params: GaussianParams) -> tuple[SufficientStatistics, float]:
-        # the parameters enter the graph once (a copy without cached scoring constants)
-        p = dask.delayed(params.copy(), pure=True, traverse=False)
+        p = _ship(params, self.client)
         stat = dask.delayed(_block_statistics, pure=False)
         total = _tree([stat(b, w, p) for b, w in zip(self.blocks, self.weights)], self.split_every)
         part: _Partial = _compute(total, self.client)
+        del p                               # releases the broadcast copy on the workers
         self.n_samples, self.weight = part.n_samples, part.weight
         return part.stats, part.loglik
 
@@ -364,7 +376,7 @@ def _lazy(model: OnlineGaussianMixture, X: Any, func: Callable, kind: str) -> da
         raise ValueError(f"X has {arr.shape[1]} features, but {type(model).__name__} is expecting "
                          f"{model.n_features_in_} features as input")
     params = model._params_
-    p = dask.delayed(params.copy(), pure=True, traverse=False)
+    p = dask.delayed(params.copy(), pure=True, traverse=False)   # lazy: no client bound here
     if kind == "proba":
         return arr.map_blocks(func, p, chunks=(arr.chunks[0], (params.n_components,)),
                               dtype=np.float64, meta=np.empty((0, 0)))
