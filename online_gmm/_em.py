@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from scipy.special import logsumexp
 
 from online_gmm._gaussian import get_kernel
 from online_gmm._suffstats import SufficientStatistics
@@ -22,6 +21,8 @@ __all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em", "chunk_r
 
 #: floats per chunk buffer: about 1 MiB, comfortably inside L2
 _CHUNK_FLOATS = 1 << 17
+#: most rows per chunk in a Scorer (narrow kernels: diag, spherical, tied)
+_MAX_ROWS = 8192
 
 
 def chunk_rows(n_components: int, n_features: int) -> int:
@@ -93,6 +94,10 @@ class GaussianParams:
 class Scorer:
     """Evaluates a parameter set on data in chunks, reusing its buffers between chunks and calls.
 
+    Per-sample, per-component arrays are kept component-major, shape (K, rows), so that the
+    log-sum-exp over components and the per-component sums run along contiguous rows; the (n, K)
+    arrays the chunk methods return are transposed views of those buffers (copy them to keep them).
+
     Parameters
     ----------
     params : GaussianParams
@@ -103,14 +108,19 @@ class Scorer:
         self.kernel = get_kernel(params.covariance_type)
         self.prep = params.prepared()
         k_comp, d = params.means.shape
-        self.rows = chunk_rows(k_comp, d)
+        width = self.prep.get("row_floats", k_comp * d)
+        self.rows = int(max(256, min(_MAX_ROWS, _CHUNK_FLOATS // max(1, width))))
         self._buf: dict[str, np.ndarray] | None = None
 
-    def _buffers(self) -> dict[str, np.ndarray]:
-        if self._buf is None:
+    def _buffers(self, n: int | None = None) -> dict[str, np.ndarray]:
+        # sized for the first call's chunk (a small partial_fit batch needs small buffers)
+        rows = self.rows if n is None else min(self.rows, max(1, n))
+        if self._buf is None or self._buf["xc"].shape[0] < rows:
             k_comp, d = self.params.means.shape
-            self._buf = {"xc": np.empty((self.rows, d)), "y": np.empty((self.rows, k_comp * d)),
-                         "lp": np.empty((self.rows, k_comp)), "z": np.empty((self.rows, d))}
+            width = max(k_comp * d, 2 * d + k_comp)
+            self._buf = {"xc": np.empty((rows, d + 1)), "y": np.empty((rows, width)),
+                         "lp": np.empty((k_comp, rows)), "z": np.empty((rows, width + d)),
+                         "s": np.empty(rows), "norm": np.empty(rows)}
         return self._buf
 
     def chunks(self, n: int):
@@ -119,18 +129,53 @@ class Scorer:
 
     def weighted_log_prob_chunk(self, Xc: np.ndarray) -> np.ndarray:
         """log(w_k) + log N(x | k) for one chunk (at most ``self.rows`` rows) into a reused buffer."""
-        buf = self._buffers()
-        out = buf["lp"][: Xc.shape[0]]
+        n = Xc.shape[0]
+        buf = self._buffers(n)
+        lp = buf["lp"]
+        out = lp.reshape(-1)[: lp.shape[0] * n].reshape(lp.shape[0], n).T      # (n, K) view
         self.kernel.log_prob(Xc, self.prep, out, buf)
         out += self.prep["logw"]
         return out
 
+    def _exp_shifted(self, wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """exp(wlp - max) into the scratch buffer, the row maxima and the row sums (log-sum-exp)."""
+        n = wlp.shape[0]
+        buf = self._buffers(n)
+        wt = wlp.T                                                  # (K, n), contiguous rows
+        m = np.max(wt, axis=0, out=buf["norm"][:n])
+        if not np.isfinite(m).all():                                # rows of -inf (or inf)
+            m[~np.isfinite(m)] = 0.0
+        e = _flat(buf["z"], wt.shape)
+        np.subtract(wt, m, out=e)
+        np.exp(e, out=e)
+        s = np.sum(e, axis=0, out=buf["s"][:n])
+        return e, m, s
+
+    def _log_norm(self, wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        e, m, s = self._exp_shifted(wlp)
+        with np.errstate(divide="ignore"):
+            np.log(s, out=s)
+        s += m                                                      # log p(x), in buf["s"]
+        return e, s, m
+
     def log_resp_chunk(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log responsibilities, log p(x)) of one chunk; the first lives in a reused buffer."""
         wlp = self.weighted_log_prob_chunk(Xc)
-        norm = logsumexp(wlp, axis=1)
-        wlp -= norm[:, None]
+        _, norm, _ = self._log_norm(wlp)
+        norm = norm.copy()
+        wlp.T[...] -= norm
         return wlp, norm
+
+    def _resp_chunk(self, Xc: np.ndarray) -> tuple[np.ndarray, float | np.ndarray]:
+        """(responsibilities (n, K) in a reused buffer, log p(x) (n,) in a reused buffer)."""
+        wlp = self.weighted_log_prob_chunk(Xc)
+        e, m, s = self._exp_shifted(wlp)
+        resp = wlp.T                                                # reuse the log-prob buffer
+        np.divide(e, s, out=resp)
+        with np.errstate(divide="ignore"):
+            np.log(s, out=s)
+        s += m
+        return resp.T, s
 
     # -------------------------------------------------------------- whole-array helpers
     def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
@@ -144,7 +189,7 @@ class Scorer:
         """log p(x), shape (n_samples,)."""
         out = np.empty(X.shape[0])
         for a, b in self.chunks(X.shape[0]):
-            out[a:b] = logsumexp(self.weighted_log_prob_chunk(X[a:b]), axis=1)
+            out[a:b] = self._log_norm(self.weighted_log_prob_chunk(X[a:b]))[1]
         return out
 
     def log_resp(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,17 +217,27 @@ class Scorer:
         """
         k_comp, d = self.params.means.shape
         ctype = self.params.covariance_type
-        stats = SufficientStatistics.zeros(k_comp, d, ctype)
+        stats = None
         total = 0.0
-        buf = self._buffers()
         for a, b in self.chunks(X.shape[0]):
             Xc = X[a:b]
-            lr, norm = self.log_resp_chunk(Xc)
-            resp = np.exp(lr, out=lr)
+            resp, norm = self._resp_chunk(Xc)
             w = None if sample_weight is None else sample_weight[a:b]
             total += float(norm.sum() if w is None else norm @ w)
-            stats += SufficientStatistics.from_resp(Xc, resp, w, covariance_type=ctype, buf=buf["z"])
+            chunk = SufficientStatistics.from_resp(Xc, resp, w, covariance_type=ctype,
+                                                   buf=self._buffers(b - a)["z"])
+            if stats is None:
+                stats = chunk
+            else:
+                stats += chunk
+        if stats is None:
+            stats = SufficientStatistics.zeros(k_comp, d, ctype)
         return stats, total
+
+
+def _flat(buf: np.ndarray, shape: tuple) -> np.ndarray:
+    size = int(np.prod(shape))
+    return buf.reshape(-1)[:size].reshape(shape)
 
 
 def expected_statistics(X: np.ndarray, params: GaussianParams,
