@@ -450,6 +450,10 @@ class DaskGaussianMixture(OnlineGaussianMixture):
         return _fit(self, X, sample_weight, client=client, init=init, init_size=init_size,
                     split_every=split_every)
 
+    def fit_predict(self, X, y=None, sample_weight=None, *, client=None):
+        """:meth:`fit`, then :meth:`predict` (lazy, shape (n_samples,), for Dask input)."""
+        return self.fit(X, sample_weight=sample_weight, client=client).predict(X)
+
     def partial_fit_stream(self, X, sample_weight=None, *, client=None) -> "DaskGaussianMixture":
         """One online pass: the chunks of ``X``, in order, through :meth:`partial_fit`.
 
@@ -510,8 +514,8 @@ def refit_on_dask(X: Any, scheduler_address: str | None = None, *, sample_weight
         (persisted); Dask collections stay where they are.
     scheduler_address : str, optional
         e.g. ``"tcp://10.0.0.5:8786"``: a :class:`distributed.Client` is opened for the refit and
-        closed afterwards (the cluster keeps running). ``None`` with no ``client``: Dask's threaded
-        scheduler in this process.
+        closed afterwards (the cluster keeps running). ``None`` with no ``client``: the default
+        client if one is set in this process, else Dask's threaded scheduler.
     sample_weight : array-like of shape (n_samples,), optional
     client : distributed.Client, optional
         An existing client (instead of ``scheduler_address``).

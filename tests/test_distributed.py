@@ -131,12 +131,12 @@ def test_only_statistics_come_back_to_the_client(client, data, monkeypatch):
 def test_warm_start_and_init_model(client, data):
     params = _inits(data, "full")
     short = dict(params, max_iter=3)
-    ref = OnlineGaussianMixture(**short, warm_start=True).fit(data)
-    ref.fit(data)                                     # continues from its own solution
     Xd = da.from_array(data, chunks=(800, 3))
+    ref = OnlineGaussianMixture(**short, warm_start=True)
     got = DaskGaussianMixture(**short, warm_start=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")               # max_iter=3: "did not converge"
+        ref.fit(data).fit(data)                       # the second fit continues from the first
         got.fit(Xd, client=client).fit(Xd, client=client)
     _assert_same_fit(got, ref)
 
@@ -177,6 +177,8 @@ def test_lazy_scoring_equals_in_memory(client, data):
     np.testing.assert_allclose(computed["score_samples"], ref.score_samples(data), rtol=1e-9)
     np.testing.assert_allclose(model.score(Xd), ref.score(data), rtol=1e-9)
     np.testing.assert_allclose(model.score_samples(data), ref.score_samples(data), rtol=1e-9)
+    np.testing.assert_array_equal(DaskGaussianMixture(**params).fit_predict(Xd).compute(),
+                                  ref.predict(data))
     with pytest.raises(ValueError, match="expecting 3 features"):
         model.predict(Xd[:, :2])
 
