@@ -303,7 +303,7 @@ def _start(model: OnlineGaussianMixture, blocks: list, weights: list, d: int, in
 def _fit(model: OnlineGaussianMixture, X: Any, sample_weight: Any = None, *, client=None, init=None,
          init_size: int = DEFAULT_INIT_SIZE, split_every: int = 8,
          chunk_rows: int | None = None) -> OnlineGaussianMixture:
-    """Full-batch EM of ``model`` (in place) over a Dask collection; see :meth:`DaskGaussianMixture.fit`."""
+    """Full-batch EM of ``model``, in place, over a Dask collection (see ``DaskGaussianMixture.fit``)."""
     model._validate_params()
     client = client if client is not None else _default_client()
     arr, names = _to_dask(X, client, chunk_rows)
@@ -357,8 +357,11 @@ def _iter_chunks(X: Any, sample_weight: Any, client) -> Iterator[tuple[np.ndarra
     weights = _weight_blocks(sample_weight, arr, client)
     if not blocks:
         return
+
+    def fetch(i: int) -> tuple[Any, Any]:
+        return _compute((blocks[i], weights[i]), client)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        fetch: Callable = lambda i: _compute((blocks[i], weights[i]), client)  # noqa: E731
         pending = pool.submit(fetch, 0)
         for i in range(len(blocks)):
             Xb, wb = pending.result()
@@ -422,8 +425,9 @@ class DaskGaussianMixture(OnlineGaussianMixture):
     ((1000,), (1000,))
     """
 
-    def fit(self, X, y=None, sample_weight=None, *, client=None, init: OnlineGaussianMixture | None = None,
-            init_size: int = DEFAULT_INIT_SIZE, split_every: int = 8) -> "DaskGaussianMixture":
+    def fit(self, X, y=None, sample_weight=None, *, client=None,
+            init: OnlineGaussianMixture | None = None, init_size: int = DEFAULT_INIT_SIZE,
+            split_every: int = 8) -> "DaskGaussianMixture":
         """Full-batch EM over a Dask collection: one pass over the chunks per iteration.
 
         Parameters
@@ -503,8 +507,9 @@ class DaskGaussianMixture(OnlineGaussianMixture):
 
 
 def refit_on_dask(X: Any, scheduler_address: str | None = None, *, sample_weight: Any = None,
-                  client=None, chunk_rows: int = DEFAULT_CHUNK_ROWS, init: OnlineGaussianMixture | None = None,
-                  init_size: int = DEFAULT_INIT_SIZE, **params: Any) -> OnlineGaussianMixture:
+                  client=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  init: OnlineGaussianMixture | None = None, init_size: int = DEFAULT_INIT_SIZE,
+                  **params: Any) -> OnlineGaussianMixture:
     """Full-batch refit on a Dask cluster: the pipeline's ``refit.dask_scheduler`` hook.
 
     Parameters
