@@ -223,6 +223,12 @@ class OnlineEM:
             ComponentReseededWarning, stacklevel=4)
         return low.tolist()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the cached Scorer holds kernel functions and buffers: rebuilt on demand, never pickled
+        state = self.__dict__.copy()
+        state["_scorer"] = None
+        return state
+
     # ------------------------------------------------------------------ serialisation
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Exact, pickle-free state: arrays plus JSON-able metadata (the warm-up buffer included)."""

@@ -155,6 +155,24 @@ class NLLThreshold:
         if self.quantile is not None and math.isfinite(score):
             self.quantile.update(float(score))
 
+    def flag_many(self, scores: np.ndarray) -> np.ndarray:
+        """Prequential flags for a batch: each score is classified, then added to the quantile.
+
+        Parameters
+        ----------
+        scores : ndarray of shape (n_samples,)
+            Negative log-likelihoods, in stream order.
+
+        Returns
+        -------
+        flags : ndarray of shape (n_samples,), bool
+        """
+        flags = np.zeros(len(scores), dtype=bool)
+        for i, s in enumerate(np.asarray(scores, dtype=np.float64).tolist()):
+            flags[i] = self.classify(s)
+            self.update(s)
+        return flags
+
     def to_state(self) -> dict[str, Any]:
         """A JSON-able dict of the settings and the quantile's fields (no pickle)."""
         return {"format": _STATE_FORMAT, "q": self.q, "threshold": self.threshold,

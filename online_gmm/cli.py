@@ -21,7 +21,7 @@ __all__ = ["main", "build_pipeline"]
 def build_pipeline(cfg: dict[str, Any], *, refit_fn=None) -> Pipeline:
     """A :class:`Pipeline` from a validated configuration (see :mod:`online_gmm.config`)."""
     from connectors.deadletter import DeadLetterSink
-    from online_gmm.anomaly import QuantileThreshold
+    from online_gmm.anomaly import NLLThreshold
     from online_gmm.estimator import OnlineGaussianMixture
 
     try:
@@ -33,8 +33,10 @@ def build_pipeline(cfg: dict[str, Any], *, refit_fn=None) -> Pipeline:
     if "dead_letters" in sinks:
         sinks["dead_letters"] = DeadLetterSink(sinks["dead_letters"])
     an = cfg["anomaly"]
-    anomaly = QuantileThreshold(q=float(an["quantile"]), threshold=an["threshold"],
-                                min_samples=int(an["min_samples"]))
+    fixed = an["threshold"] is not None
+    anomaly = NLLThreshold(q=None if fixed else float(an["quantile"]),
+                           threshold=float(an["threshold"]) if fixed else None,
+                           min_samples=int(an["min_samples"]))
     rf, ck = cfg["refit"], cfg["checkpoint"]
     if rf["dask_scheduler"] and refit_fn is None:
         from online_gmm.distributed import make_dask_refit

@@ -46,7 +46,7 @@ from online_gmm._gaussian import get_kernel
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.estimator import OnlineGaussianMixture
 
-__all__ = ["DaskGaussianMixture", "refit_on_dask"]
+__all__ = ["DaskGaussianMixture", "refit_on_dask", "make_dask_refit"]
 
 #: rows pulled to the client to initialise from data (``init_params`` on a sample)
 DEFAULT_INIT_SIZE = 20_000
@@ -555,3 +555,34 @@ def refit_on_dask(X: Any, scheduler_address: str | None = None, *, sample_weight
     with Client(scheduler_address, set_as_default=False) as own:
         return _fit(model, X, sample_weight, client=own, init=init, init_size=init_size,
                     chunk_rows=chunk_rows)
+
+
+def make_dask_refit(scheduler_address: str) -> Callable[..., Any]:
+    """A drop-in for :func:`online_gmm.refit.refit` that runs each refit on a Dask cluster.
+
+    The pipeline's periodic refits (every candidate K on the reservoir) are CPU work that would stall
+    the stream; this sends the reservoir and the online statistics to one worker as a single task and
+    brings the :class:`~online_gmm.refit.RefitResult` back. The refit's randomness is a seed drawn
+    from the pipeline's generator, so a resumed run makes the same draws. Used by the pipeline when
+    the configuration sets ``[refit] dask_scheduler = "tcp://host:8786"``.
+
+    Parameters
+    ----------
+    scheduler_address : str
+        Address of a running ``distributed`` scheduler.
+    """
+    from online_gmm.refit import refit
+
+    state: dict[str, Any] = {}
+
+    def dask_refit(X, stats, candidates, *, rng=None, **kwargs):
+        if "client" not in state:
+            from distributed import Client
+            state["client"] = Client(scheduler_address, set_as_default=False)
+        seed = int(rng) if isinstance(rng, (int, np.integer)) else \
+            int(check_random_state(rng).randint(np.iinfo(np.int32).max))
+        future = state["client"].submit(refit, np.asarray(X), stats, list(candidates), rng=seed,
+                                        pure=False, **kwargs)
+        return future.result()
+
+    return dask_refit

@@ -341,7 +341,8 @@ class Pipeline:
         result = self.refit_fn(
             self.reservoir.data(), online.stats, cands, covariance_type=online.covariance_type,
             reg_covar=online.reg_covar, tol=self.model.tol, max_iter=self.refit_max_iter,
-            n_init=self.refit_n_init, rng=self._refit_rng, params=online.params,
+            n_init=self.refit_n_init, rng=int(self._refit_rng.randint(np.iinfo(np.int32).max)),
+            params=online.params,
             criterion=self.refit_criterion, labels=self._labels, next_label=self._next_label or None,
             n_seen=self.summary.records)
         result.apply_to(online)

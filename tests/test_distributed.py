@@ -271,3 +271,29 @@ def test_data_larger_than_worker_memory(client):
     peak = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print("peak RSS per worker (MB):", {k: v / 1e6 for k, v in peak.items()})
     assert len(peak) == 2 and max(peak.values()) < MEMORY_LIMIT, peak
+
+
+def test_pipeline_refits_on_the_cluster_equal_local_refits(cluster, tmp_path):
+    """``[refit] dask_scheduler``: the refits run on a worker; same draws, same history as locally."""
+    from connectors.files import JSONLinesSource
+    from online_gmm import OnlineGaussianMixture
+    from online_gmm.cli import build_pipeline
+    from online_gmm.config import parse_config
+    from online_gmm.demo import DEMO_FIELDS, write_events
+    from online_gmm.distributed import make_dask_refit
+
+    path = tmp_path / "events.jsonl"
+    write_events(path, n=4000, seed=4, anomaly_rate=0.0)
+    rows = []
+    for scheduler in (None, cluster.scheduler_address):
+        cfg = parse_config({
+            "source": {"type": "jsonl", "path": str(path), "fields": DEMO_FIELDS},
+            "model": {"n_components": 3, "warm_up": 800, "random_state": 0},
+            "refit": {"every": 1500, "candidates": [2, 3, 4], "reservoir_size": 1000,
+                      "dask_scheduler": scheduler}})
+        pipe = build_pipeline(cfg, refit_fn=None if scheduler is None else make_dask_refit(scheduler))
+        pipe.run()
+        pipe.close()
+        rows.append([(r["chosen_k"], [round(c["bic"], 6) for c in r["candidates"]]) for r in pipe.history])
+    assert len(rows[0]) == 4000 // 1500
+    assert rows[0] == rows[1]

@@ -351,3 +351,15 @@ def test_degenerate_data_gives_finite_parameters(ctype, case):
         ref = OnlineGaussianMixture(3, covariance_type=ctype, random_state=0).fit(X - 1e8)
         np.testing.assert_allclose(np.sort(gm.score_samples(X)), np.sort(ref.score_samples(X - 1e8)),
                                    rtol=1e-3, atol=1e-3)
+
+
+def test_pickle_after_scoring_round_trips():
+    """A cached scorer (kernel functions, buffers) must not make a used model unpicklable."""
+    import pickle
+    X, _ = blobs(12)
+    gm = OnlineGaussianMixture(3, random_state=0).fit(X)
+    expected = gm.predict_proba(X)
+    clone = pickle.loads(pickle.dumps(gm))
+    np.testing.assert_array_equal(clone.predict_proba(X), expected)
+    clone.partial_fit(X[:50])
+    assert clone.n_samples_seen_ == len(X) + 50
