@@ -194,6 +194,21 @@ def _cli(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+def _kill_after_progress(proc, ck_dir: Path, seen: set, delay: float, timeout: float = 120) -> bool:
+    """SIGKILL ``proc`` ``delay`` seconds after a checkpoint not in ``seen`` appears; True if killed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if set(ck_dir.glob("ckpt-*.npz")) - seen:
+            break
+        time.sleep(0.005)
+    time.sleep(delay)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    return killed
+
+
 def _model_arrays(ck_dir):
     _, meta, parts = load_model(str(ck_dir))
     return parts["model"][0], meta
@@ -208,13 +223,12 @@ def test_sigkill_three_times_equals_uninterrupted_run(tmp_path, events):
     rng = np.random.default_rng(2026)
     cfg = _write_config(run_dir, path)
     kills = 0
-    for delay in rng.uniform(1.5, 4.0, size=3):
+    for delay in rng.uniform(0.0, 0.25, size=3):
+        # a seeded random moment after the run has made progress (a new checkpoint), so that every
+        # kill lands mid-stream whatever the machine's speed: mid-batch, mid-write or mid-refit
+        seen = set((run_dir / "ck").glob("ckpt-*.npz"))
         proc = _cli("run", "--config", str(cfg), "--quiet")
-        time.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=60)
+        kills += _kill_after_progress(proc, run_dir / "ck", seen, delay)
     final = _cli("run", "--config", str(cfg), "--quiet")
     out, err = final.communicate(timeout=240)
     assert final.returncode == 0, err.decode()

@@ -71,7 +71,7 @@ path = "{tmp / 'dead.jsonl'}"
     return cfg
 
 
-def _run(cfg, *, kill_after=None):
+def _run(cfg, *, kill_after=None, ck_dir=None):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "online_gmm.cli", "run", "--config", str(cfg), "--quiet",
                              "--max-records", str(N)], cwd=ROOT, env=env,
@@ -80,6 +80,11 @@ def _run(cfg, *, kill_after=None):
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
         return True
+    # a seeded random moment after the run has made progress (a new checkpoint appeared)
+    seen = set(ck_dir.glob("ckpt-*.npz"))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not set(ck_dir.glob("ckpt-*.npz")) - seen:
+        time.sleep(0.005)
     time.sleep(kill_after)
     killed = proc.poll() is None
     if killed:
@@ -105,7 +110,7 @@ def test_sigkill_over_kafka_counts_every_record_once(kafka_broker, kafka_topic, 
     _run(_config(ref_dir, servers, topic, f"ref-{topic}"))
     cfg = _config(run_dir, servers, topic, f"run-{topic}")
     rng = np.random.default_rng(7 + partitions)
-    kills = sum(_run(cfg, kill_after=d) for d in rng.uniform(3.0, 6.0, size=3))
+    kills = sum(_run(cfg, kill_after=d, ck_dir=run_dir / "ck") for d in rng.uniform(0.0, 0.3, size=3))
     _run(cfg)
     assert kills >= 2, "the pipeline finished before it could be killed: the test lost its point"
     ref_arrays, ref_meta = _state(ref_dir)
