@@ -66,22 +66,44 @@ def _symmetrize(m: np.ndarray) -> np.ndarray:
     return m
 
 
+#: rows per block when a scatter is formed without a caller's buffer (bounded scratch memory)
+_BLOCK_FLOATS = 1 << 18
+
+
 def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
                         buf: np.ndarray | None = None) -> np.ndarray:
     # S_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T = A_k^T X - s_k mu_k^T (transposed, symmetrized),
     # with A_k = r_k (X - mu_k) centred on mu_k and s_k = sum_i A_ik (zero up to rounding,
-    # subtracted exactly). A is built component-major, shape (K, D, n), so every elementwise pass
-    # runs along n, and all components share one (K*D, n) @ (n, D) product instead of K thin ones.
+    # subtracted exactly). A is built component-major, shape (K, D, rows), so every elementwise
+    # pass runs along the rows, and all components share one (K*D, rows) @ (rows, D) product
+    # instead of K thin ones. Row blocks bound the scratch memory; the sums are additive over them.
     n, d = Xc.shape
     k_comp = resp.shape[1]
-    scratch = _scratch(buf, ((k_comp + 1) * d, n))
-    a = scratch[: k_comp * d].reshape(k_comp, d, n)
-    xt = scratch[k_comp * d:]
-    np.copyto(xt, Xc.T)
-    np.subtract(xt[None], means[:, :, None], out=a)
-    a *= resp.T[:, None, :]
-    out = np.matmul(a.reshape(k_comp * d, n), Xc).reshape(k_comp, d, d)
-    out -= a.sum(axis=2)[:, :, None] * means[:, None, :]
+    width = (k_comp + 1) * d
+    if buf is not None and buf.flags.c_contiguous and buf.size >= width * n:
+        step = n
+    else:
+        step = max(1, min(n, _BLOCK_FLOATS // width))
+        buf = np.empty(width * step)
+    out = np.zeros((k_comp * d, d))
+    s = np.zeros((k_comp, d))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        x = Xc[lo:hi]
+        scratch = _scratch(buf, (width, hi - lo))
+        a = scratch[: k_comp * d].reshape(k_comp, d, hi - lo)
+        xt = scratch[k_comp * d:]
+        np.copyto(xt, x.T)
+        np.subtract(xt[None], means[:, :, None], out=a)
+        a *= resp[lo:hi].T[:, None, :]
+        if lo == 0:
+            np.matmul(a.reshape(k_comp * d, hi - lo), x, out=out)
+            np.sum(a, axis=2, out=s)
+        else:
+            out += a.reshape(k_comp * d, hi - lo) @ x
+            s += a.sum(axis=2)
+    out = out.reshape(k_comp, d, d)
+    out -= s[:, :, None] * means[:, None, :]
     return _symmetrize(out)
 
 
