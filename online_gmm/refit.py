@@ -795,7 +795,8 @@ def _pyplot(func: str):
     return plt
 
 
-def plot_history(history: BICHistory | Sequence[dict[str, Any]], ax=None, *, criterion: str = "bic"):
+def plot_history(history: BICHistory | Sequence[dict[str, Any]], ax=None, *, criterion: str = "bic",
+                 relative: bool = True):
     """Plot the criterion of every candidate K across refits; the chosen K is circled.
 
     Parameters
@@ -803,6 +804,10 @@ def plot_history(history: BICHistory | Sequence[dict[str, Any]], ax=None, *, cri
     history : BICHistory or list of rows
     ax : matplotlib Axes, optional
     criterion : {'bic', 'aic', 'loglik'}
+    relative : bool, default=True
+        For 'bic' and 'aic', plot each candidate's difference to the best candidate of the same refit
+        (symlog scale): the raw values drift with the reservoir's contents, the differences say which
+        K the data supports.
 
     Returns
     -------
@@ -812,18 +817,29 @@ def plot_history(history: BICHistory | Sequence[dict[str, Any]], ax=None, *, cri
     if ax is None:
         _, ax = plt.subplots()
     rows = history.rows if isinstance(history, BICHistory) else list(history)
+    relative = relative and criterion in ("bic", "aic")
     xs = [r["n_seen"] if r.get("n_seen") is not None else i for i, r in enumerate(rows)]
+    best = [min(c[criterion] for c in r["candidates"]) if relative else 0.0 for r in rows]
+
+    def value(c, b):
+        return c[criterion] - b
+
     ks = sorted({c["k"] for r in rows for c in r["candidates"]})
     for k in ks:
-        pts = [(x, c[criterion]) for x, r in zip(xs, rows) for c in r["candidates"] if c["k"] == k]
+        pts = [(x, value(c, b)) for x, r, b in zip(xs, rows, best) for c in r["candidates"] if c["k"] == k]
         if pts:
             ax.plot(*zip(*pts), marker=".", label=f"K={k}")
-    chosen = [(x, c[criterion]) for x, r in zip(xs, rows) for c in r["candidates"]
+    chosen = [(x, value(c, b)) for x, r, b in zip(xs, rows, best) for c in r["candidates"]
               if c["k"] == r["chosen_k"]]
     if chosen:
         ax.scatter(*zip(*chosen), s=80, facecolors="none", edgecolors="k", label="chosen", zorder=3)
     ax.set_xlabel("records seen" if any(r.get("n_seen") is not None for r in rows) else "refit")
-    ax.set_ylabel(criterion.upper() if criterion != "loglik" else "mean log-likelihood")
+    name = criterion.upper() if criterion != "loglik" else "mean log-likelihood"
+    if relative:
+        ax.set_yscale("symlog", linthresh=10.0)
+        ax.set_ylabel(f"{name} - best {name} at that refit")
+    else:
+        ax.set_ylabel(name)
     if ks:
         ax.legend()
     return ax
