@@ -235,7 +235,7 @@ class OnlineEM:
         arrays: dict[str, np.ndarray] = {}
         meta: dict[str, Any] = {"t": self.t, "n_seen": self.n_seen, "weight_seen": self.weight_seen,
                                 "n_updates": self.n_updates, "reseeds": [list(r) for r in self.reseeds],
-                                "rng": _rng_state_to_json(self.rng)}
+                                "rng": rng_state_to_json(self.rng)}
         if self.stats is not None:
             a, m = self.stats.to_arrays("stats.")
             arrays.update(a)
@@ -252,7 +252,7 @@ class OnlineEM:
         self.weight_seen = float(meta["weight_seen"])
         self.n_updates = int(meta["n_updates"])
         self.reseeds = [tuple(r) for r in meta["reseeds"]]
-        _rng_state_from_json(self.rng, meta["rng"])
+        rng_state_from_json(self.rng, meta["rng"])
         self._buf_X, self._buf_w = [], []
         if "buffer.X" in arrays:
             self._buf_X.append(np.array(arrays["buffer.X"], dtype=np.float64))
@@ -265,11 +265,13 @@ class OnlineEM:
             self._scorer = None
 
 
-def _rng_state_to_json(rng: np.random.RandomState) -> list:
+def rng_state_to_json(rng: np.random.RandomState) -> list:
+    """A ``RandomState``'s exact state as JSON-able data."""
     name, keys, pos, has_gauss, cached = rng.get_state()
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-def _rng_state_from_json(rng: np.random.RandomState, state: list) -> None:
+def rng_state_from_json(rng: np.random.RandomState, state: list) -> None:
+    """Restore a state written by :func:`rng_state_to_json`."""
     name, keys, pos, has_gauss, cached = state
     rng.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

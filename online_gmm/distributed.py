@@ -337,16 +337,8 @@ def _fit(model: OnlineGaussianMixture, X: Any, sample_weight: Any = None, *, cli
         model.feature_names_in_ = names
     elif hasattr(model, "feature_names_in_"):
         del model.feature_names_in_
-    online = model._new_online(d, rng)
-    online.set_state(stats, result.params, e_step.weight)
-    online.n_seen = e_step.n_samples
-    online.weight_seen = e_step.weight
-    model._online = online
-    model.converged_ = bool(result.converged)
-    model.n_iter_ = int(result.n_iter)
-    model.lower_bound_ = float(result.lower_bound)
-    model.lower_bounds_ = list(result.lower_bounds)
-    model._publish(result.params)
+    model._install(stats, result.params, t=e_step.weight, n_seen=e_step.n_samples,
+                   weight_seen=e_step.weight, rng=rng, result=result)
     return model
 
 

@@ -264,22 +264,31 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
-        online = self._new_online(d, rng)
         stats = result.stats
         if stats is None:
             from online_gmm._em import Scorer
             stats, _ = Scorer(result.params).expected_statistics(X, w)
         total = float(n if w is None else w.sum())
-        online.set_state(stats, result.params, total)
-        online.n_seen = n
-        online.weight_seen = total
-        self._online = online
-        self.converged_ = bool(result.converged)
-        self.n_iter_ = int(result.n_iter)
-        self.lower_bound_ = float(result.lower_bound)
-        self.lower_bounds_ = list(result.lower_bounds)
-        self._publish(result.params)
+        self._install(stats, result.params, t=total, n_seen=n, weight_seen=total, rng=rng, result=result)
         return X
+
+    def _install(self, stats: SufficientStatistics, params: GaussianParams, *, t: float, n_seen: int,
+                 weight_seen: float, rng: np.random.RandomState, result=None) -> None:
+        """Make ``stats`` (and ``params``, their M-step) this model's fitted state.
+
+        ``result`` (an EMResult) supplies ``converged_``, ``n_iter_`` and the lower bounds of a batch
+        fit; without it the model is fitted but not by EM (a merge, loaded statistics).
+        """
+        online = self._new_online(stats.n_features, rng)
+        online.set_state(stats, params, t)
+        online.n_seen = n_seen
+        online.weight_seen = weight_seen
+        self._online = online
+        self.converged_ = bool(result.converged) if result is not None else False
+        self.n_iter_ = int(result.n_iter) if result is not None else 0
+        self.lower_bound_ = float(result.lower_bound) if result is not None else -np.inf
+        self.lower_bounds_ = list(result.lower_bounds) if result is not None else []
+        self._publish(params)
 
     def partial_fit(self, X, y=None, sample_weight=None) -> "OnlineGaussianMixture":
         """One stepwise EM update from a batch (the first ``warm_up`` samples are buffered first).
@@ -453,17 +462,8 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         new.n_features_in_ = stats.n_features
         if hasattr(self, "feature_names_in_"):
             new.feature_names_in_ = self.feature_names_in_
-        online = new._new_online(stats.n_features, check_random_state(self.random_state))
-        params = stats.to_params(self.reg_covar)
-        online.set_state(stats, params, t)
-        online.n_seen = n_seen
-        online.weight_seen = weight_seen
-        new._online = online
-        new.converged_ = False
-        new.n_iter_ = 0
-        new.lower_bound_ = -np.inf
-        new.lower_bounds_ = []
-        new._publish(params)
+        new._install(stats, stats.to_params(self.reg_covar), t=t, n_seen=n_seen,
+                     weight_seen=weight_seen, rng=check_random_state(self.random_state))
         return new
 
     @classmethod

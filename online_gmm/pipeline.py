@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from online_gmm._online import rng_state_from_json, rng_state_to_json
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
 from online_gmm.estimator import OnlineGaussianMixture
 from online_gmm.refit import BICHistory, Reservoir, refit
@@ -368,7 +369,7 @@ class Pipeline:
                                for name, s in self.sinks.items()},
             "labels": None if self._labels is None else self._labels.tolist(),
             "next_label": self._next_label,
-            "refit_rng": _rs_to_json(self._refit_rng),
+            "refit_rng": rng_state_to_json(self._refit_rng),
             "n_components": None if self._online is None else self._online.n_components,
             "n_features": None if self._online is None else self._online.stats.n_features
             if self._online.stats is not None else self.model.n_features_in_,
@@ -421,7 +422,7 @@ class Pipeline:
         self._since_checkpoint = 0
         self._labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
         self._next_label = int(meta["next_label"])
-        _rs_from_json(self._refit_rng, meta["refit_rng"])
+        rng_state_from_json(self._refit_rng, meta["refit_rng"])
         if "model" in parts:
             self._ensure_online(int(meta["n_features"]))
             self._online.n_components = int(meta["n_components"])
@@ -495,13 +496,3 @@ def fingerprint(cfg: Mapping[str, Any]) -> str:
     relevant = {k: cfg[k] for k in ("model", "pipeline", "anomaly", "refit") if k in cfg}
     relevant["fields"] = cfg.get("source", {}).get("fields")
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _rs_to_json(rs: np.random.RandomState) -> list:
-    name, keys, pos, has_gauss, cached = rs.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _rs_from_json(rs: np.random.RandomState, state: list) -> None:
-    name, keys, pos, has_gauss, cached = state
-    rs.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

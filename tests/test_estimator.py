@@ -93,9 +93,19 @@ def _expected_failures(estimator):
     return _CHECK_REASONS
 
 
+_SKIPPED_CHECKS = {
+    "check_array_api_input": (
+        "the estimator computes with NumPy/SciPy only (no array-API dispatch); other array types are "
+        "converted by check_array, which the remaining checks cover"),
+}
+
+
 @parametrize_with_checks([OnlineGaussianMixture(n_components=2, warm_up=20)],
                          expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name in _SKIPPED_CHECKS:
+        pytest.skip(_SKIPPED_CHECKS[name])
     check(estimator)
 
 
