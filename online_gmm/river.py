@@ -37,7 +37,8 @@ the next multiple of ``update_every`` (and the warm-up is over); :meth:`flush` a
 buffer at once.
 
 Before the warm-up is over, ``predict_one`` returns cluster 0, ``predict_proba_one`` the uniform
-distribution over the components and ``score_one`` 0.0.
+distribution over the components and ``score_one`` 0.0 (:class:`GMMAnomalyDetector`: the score of a
+provisional diagonal Gaussian of the records learned so far).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from online_gmm._init import INIT_METHODS
 from online_gmm._marginal import MarginalCache, RowScorer
 from online_gmm._online import OnlineEM
 from online_gmm._schedule import StepSchedule
+from online_gmm._suffstats import SufficientStatistics
 
 __all__ = ["OnlineGMM", "GMMAnomalyDetector"]
 
@@ -132,6 +134,7 @@ class _DictGMM:
         self._n_buf = 0
         self._row: RowScorer | None = None           # one-row evaluator of the current parameters
         self._marginals: MarginalCache | None = None
+        self._pre = None                             # provisional warm-up scorer (anomaly detector)
         #: records learned (complete, buffered included)
         self.n_learned_ = 0
         #: records not learned because a feature of the schema was missing, None, NaN or infinite
@@ -143,6 +146,7 @@ class _DictGMM:
         # cached Scorer does too (``Kernel`` holds lambdas, which pickle rejects).
         state = self.__dict__.copy()
         state["_row"] = state["_marginals"] = None
+        state["_pre"] = None
         online = state.get("_online")
         if online is not None and online._scorer is not None:
             online = copy.copy(online)
@@ -340,9 +344,53 @@ class _DictGMM:
 
     def _log_likelihood_one(self, x: dict) -> float:
         if self._row is None:
-            return 0.0
+            pre = self._provisional()
+            if pre is None:
+                return 0.0
+            row = self._values(x)
+            observed = ~np.isnan(row)
+            if not observed.any():
+                return 0.0
+            if observed.all():
+                return RowScorer.log_sum(pre[0].weighted_log_prob(row))
+            return RowScorer.log_sum(pre[1].get(observed).weighted_log_prob(row[observed]))
         wlp = self._wlp_one(x)
         return 0.0 if wlp is None else RowScorer.log_sum(wlp)
+
+    #: score records during the warm-up with a provisional diagonal Gaussian (anomaly detector only)
+    _provisional_scores = False
+
+    def _provisional(self) -> tuple[RowScorer, MarginalCache] | None:
+        """Before the warm-up fit: one diagonal Gaussian of the complete records learned so far.
+
+        Its statistics are folded in exactly (Chan merge of :class:`SufficientStatistics`, the core's
+        M-step ``to_params(reg_covar)``) from the rows waiting for the warm-up fit, incrementally:
+        each row is folded once. None when disabled or with fewer than two records learned.
+        """
+        if not self._provisional_scores or self._online is None or self._online.initialised:
+            return None
+        online = self._online
+        parts = online._buf_X + ([self._buf[: self._n_buf]] if self._n_buf else [])
+        total = sum(len(b) for b in parts)
+        if total < 2:
+            return None
+        pre = getattr(self, "_pre", None)
+        if pre is None or pre[0] > total:
+            pre = (0, None, None)
+        done, stats, evaluators = pre
+        if done < total:
+            tail, pos = [], 0
+            for b in parts:
+                if pos + len(b) > done:
+                    tail.append(b[max(0, done - pos):])
+                pos += len(b)
+            Xt = np.concatenate(tail)
+            new = SufficientStatistics.from_resp(Xt, np.ones((Xt.shape[0], 1)), covariance_type="diag")
+            stats = new if stats is None else stats + new
+            params = stats.to_params(float(self.reg_covar))
+            evaluators = (RowScorer(params), MarginalCache(params))
+            self._pre = (total, stats, evaluators)
+        return evaluators
 
     def predict_proba_one(self, x: dict) -> dict[int, float]:
         """Posterior probability of each component given the observed features of ``x``.
@@ -372,7 +420,8 @@ class _DictGMM:
     def score_one(self, x: dict) -> float:
         """Negative log-likelihood of the observed features of ``x``: higher is more anomalous.
 
-        0.0 before the warm-up is over and for a record with no observed feature.
+        0.0 for a record with no observed feature, and before the warm-up is over (except for
+        :class:`GMMAnomalyDetector`, which scores with a provisional diagonal Gaussian then).
         """
         return -self._log_likelihood_one(x)
 
@@ -427,7 +476,9 @@ class _DictGMM:
         """Negative log-likelihood of each row of a DataFrame (a pandas Series of float)."""
         import pandas as pd
         if self._row is None:
-            return pd.Series(np.zeros(len(X)), index=X.index)
+            if self._provisional() is None:
+                return pd.Series(np.zeros(len(X)), index=X.index)
+            return pd.Series([self.score_one(x) for x in X.to_dict(orient="records")], index=X.index)
         _, log_p = self._wlp_many(X)
         return pd.Series(-log_p, index=X.index)
 
@@ -520,11 +571,16 @@ class OnlineGMM(_DictGMM, base.Clusterer):
 
 
 class GMMAnomalyDetector(_DictGMM, base.AnomalyDetector):
+    _provisional_scores = True
+
     __doc__ = """Anomaly detector scoring records by their negative log-likelihood under an online
     Gaussian mixture (the model of :class:`OnlineGMM`).
 
-    ``score_one`` is -log p(x) over the observed features (higher is more anomalous; 0.0 before the
-    warm-up is over); ``learn_one`` updates the mixture. Score before learning (prequential). Scale
+    ``score_one`` is -log p(x) over the observed features (higher is more anomalous); ``learn_one``
+    updates the mixture. Until the warm-up fit, records are scored by a provisional model: one
+    diagonal Gaussian of the complete records learned so far (exact running mean and variances plus
+    ``reg_covar``; 0.0 before two records were learned), so a long warm-up does not leave the start
+    of a stream unscored. Its scores are on a coarser scale than the mixture's. Score before learning (prequential). Scale
     the features first (e.g. ``preprocessing.StandardScaler() | GMMAnomalyDetector()``) when their
     scales differ a lot: ``reg_covar`` is an absolute floor on the variances. To flag records, wrap
     it in :class:`online_gmm.anomaly.NLLFilter`.
