@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import statistics
 import sys
@@ -41,10 +42,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data", nargs="+", default=list(bc.SIZES), choices=list(bc.SIZES))
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cache", default=None,
+                        help="JSON file keeping scikit-learn's reference fits between runs")
     args = parser.parse_args(argv)
 
     grid = list(itertools.product(args.alpha, args.t0, args.step_unit, args.warm, args.warm_n_init))
     results: dict = {}
+    cache = {}
+    if args.cache and os.path.exists(args.cache):
+        with open(args.cache) as fh:
+            cache = json.load(fh)
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in args.data:
@@ -52,7 +59,12 @@ def main(argv=None) -> int:
                 problem = bc.make_problem(name, seed, args.quick)
                 gmm = problem[0]
                 k_comp, d = gmm.means.shape
-                ref = bc.sklearn_reference(problem)
+                key = f"{name}/{seed}/{'quick' if args.quick else 'full'}"
+                ref = cache.get(key) or bc.sklearn_reference(problem)
+                if args.cache:
+                    cache[key] = ref
+                    with open(args.cache, "w") as fh:
+                        json.dump(cache, fh)
                 print(f"# {name} seed {seed}: sklearn n_init=3 {ref['time']:.1f} s, held-out gap to the "
                       f"true mixture {ref['score'] - ref['true']:.4f}", flush=True)
                 for alpha, t0, unit, warm, wn in grid:
