@@ -196,22 +196,35 @@ def _cov_diag(scatter, nk, reg_covar):
 # --------------------------------------------------------------------------------------------------
 # precision Cholesky factors
 # --------------------------------------------------------------------------------------------------
-def _prec_chol_matrix(cov: np.ndarray) -> np.ndarray:
+def _prec_chol_unchecked(cov: np.ndarray) -> np.ndarray:
     # LAPACK potrf + trtri: the same factor as cholesky + solve_triangular(L, I), without the
     # wrappers' checks (a few microseconds instead of ~50 per matrix: partial_fit does K per batch).
-    l, info = lapack.dpotrf(cov, lower=1, clean=1)
-    if info != 0 or not np.all(np.isfinite(l)):
+    # The caller checks finiteness (potrf does not fail on NaN).
+    l, info = _POTRF(cov, lower=1, clean=1)
+    if info != 0:
         raise ValueError(CHOLESKY_ERROR)
-    inv, info = lapack.dtrtri(l, lower=1)
+    inv, info = _TRTRI(l, lower=1)
     if info != 0:
         raise ValueError(CHOLESKY_ERROR)
     return inv.T
 
 
+_POTRF, _TRTRI = lapack.dpotrf, lapack.dtrtri
+
+
+def _prec_chol_matrix(cov: np.ndarray) -> np.ndarray:
+    out = _prec_chol_unchecked(cov)
+    if not np.isfinite(out).all():
+        raise ValueError(CHOLESKY_ERROR)
+    return out
+
+
 def _prec_chol_full(cov):
     out = np.empty_like(cov)
     for k in range(cov.shape[0]):
-        out[k] = _prec_chol_matrix(cov[k])
+        out[k] = _prec_chol_unchecked(cov[k])
+    if not np.isfinite(out).all():
+        raise ValueError(CHOLESKY_ERROR)
     return out
 
 
