@@ -118,3 +118,19 @@ def test_example_anomalies_to_kafka(kafka_broker, tmp_path):
     flagged, read_back, hits, injected = map(int, m.groups())
     assert flagged == read_back > 0
     assert hits >= 0.8 * injected
+
+
+def test_demo_through_a_local_kafka_broker(tmp_path):
+    """`online-gmm demo --kafka` starts Tansu on 127.0.0.1, streams the demo through it, stops it."""
+    res = CliRunner().invoke(main, ["demo", "--kafka", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "local broker on 127.0.0.1:" in res.output
+    assert "records 20000" in res.output and "rejected 111" in res.output
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 20000 - 111
+    assert len((tmp_path / "dead_letters.jsonl").read_text().splitlines()) == 111
+    # the broker process is gone afterwards
+    import re
+    port = re.search(r"127\.0\.0\.1:(\d+)", res.output).group(1)
+    import socket
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(port))) != 0
