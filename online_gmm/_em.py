@@ -17,19 +17,14 @@ import numpy as np
 from online_gmm._gaussian import get_kernel
 from online_gmm._suffstats import SufficientStatistics
 
-__all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em", "chunk_rows"]
+__all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em"]
 
 #: floats per chunk buffer: about 1 MiB, comfortably inside L2
 _CHUNK_FLOATS = 1 << 17
-#: smallest argument of exp that gives a normal double (exp(-708) ~ 3e-308)
+#: exp arguments are clipped here: exp(-700) ~ 1e-304 is a normal double, and exp near -708 is slow
 _EXP_MIN = -700.0
 #: most rows per chunk in a Scorer (narrow kernels: diag, spherical, tied)
 _MAX_ROWS = 8192
-
-
-def chunk_rows(n_components: int, n_features: int) -> int:
-    """Rows per chunk so that a chunk's (rows, K*D) product stays cache-sized."""
-    return int(max(256, min(8192, _CHUNK_FLOATS // max(1, n_components * n_features))))
 
 
 @dataclass
