@@ -20,6 +20,8 @@ from online_gmm.config import ConfigError, load_config, parse_config
 from online_gmm.demo import DEMO_FIELDS, write_events
 from online_gmm.pipeline import Pipeline, load_model
 
+from _procs import kill_after_progress
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -194,21 +196,6 @@ def _cli(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
-def _kill_after_progress(proc, ck_dir: Path, seen: set, delay: float, timeout: float = 120) -> bool:
-    """SIGKILL ``proc`` ``delay`` seconds after a checkpoint not in ``seen`` appears; True if killed."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if set(ck_dir.glob("ckpt-*.npz")) - seen:
-            break
-        time.sleep(0.005)
-    time.sleep(delay)
-    killed = proc.poll() is None
-    if killed:
-        proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    return killed
-
-
 def _model_arrays(ck_dir):
     _, meta, parts = load_model(str(ck_dir))
     return parts["model"][0], meta
@@ -224,11 +211,8 @@ def test_sigkill_three_times_equals_uninterrupted_run(tmp_path, events):
     cfg = _write_config(run_dir, path)
     kills = 0
     for delay in rng.uniform(0.0, 0.25, size=3):
-        # a seeded random moment after the run has made progress (a new checkpoint), so that every
-        # kill lands mid-stream whatever the machine's speed: mid-batch, mid-write or mid-refit
-        seen = set((run_dir / "ck").glob("ckpt-*.npz"))
         proc = _cli("run", "--config", str(cfg), "--quiet")
-        kills += _kill_after_progress(proc, run_dir / "ck", seen, delay)
+        kills += kill_after_progress(proc, run_dir / "ck", delay)   # a seeded moment after progress
     final = _cli("run", "--config", str(cfg), "--quiet")
     out, err = final.communicate(timeout=240)
     assert final.returncode == 0, err.decode()

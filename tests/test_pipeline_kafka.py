@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,8 @@ import pytest
 
 from online_gmm.demo import DEMO_FIELDS, generate_events
 from online_gmm.pipeline import load_model
+
+from _procs import kill_after_progress
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 6000
@@ -80,17 +80,7 @@ def _run(cfg, *, kill_after=None, ck_dir=None):
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
         return True
-    # a seeded random moment after the run has made progress (a new checkpoint appeared)
-    seen = set(ck_dir.glob("ckpt-*.npz"))
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and not set(ck_dir.glob("ckpt-*.npz")) - seen:
-        time.sleep(0.005)
-    time.sleep(kill_after)
-    killed = proc.poll() is None
-    if killed:
-        proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    return killed
+    return kill_after_progress(proc, ck_dir, kill_after)   # a seeded moment after progress
 
 
 def _state(tmp):
