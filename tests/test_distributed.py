@@ -275,8 +275,6 @@ def test_data_larger_than_worker_memory(client):
 
 def test_pipeline_refits_on_the_cluster_equal_local_refits(cluster, tmp_path):
     """``[refit] dask_scheduler``: the refits run on a worker; same draws, same history as locally."""
-    from connectors.files import JSONLinesSource
-    from online_gmm import OnlineGaussianMixture
     from online_gmm.cli import build_pipeline
     from online_gmm.config import parse_config
     from online_gmm.demo import DEMO_FIELDS, write_events
