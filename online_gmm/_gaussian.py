@@ -374,7 +374,9 @@ def _prepare_diag(means, pc):
 def _prepare_spherical(means, pc):
     k_comp, d = means.shape
     prec = np.repeat((pc * pc)[:, None], d, axis=1)
-    return _prepare_separable(means, prec, _logdet_spherical(pc, d))
+    prep = _prepare_separable(means, prec, _logdet_spherical(pc, d))
+    prep["ph"] = -0.5 * (pc * pc)[:, None]                                   # (K, 1)
+    return prep
 
 
 def _log_prob_separable(X, prep, out, buf):
@@ -400,7 +402,28 @@ def _log_prob_separable(X, prep, out, buf):
     return out
 
 
-_log_prob_diag = _log_prob_spherical = _log_prob_separable
+def _log_prob_spherical(X, prep, out, buf):
+    # as diag, but (x - c)^2 enters through its row sums ||x - c||^2, the same for every component:
+    # one (K, D) @ (D, n) product plus an outer product instead of a (K, 2D) @ (2D, n) product
+    n = X.shape[0]
+    d, k_comp = prep["D"], prep["K"]
+    scratch = _scratch(buf["y"], (n * (d + k_comp + 1),))
+    xc = scratch[: n * d].reshape(n, d)
+    sq = scratch[n * d: n * (d + 1)]
+    tmp = scratch[n * (d + 1):].reshape(k_comp, n)
+    np.subtract(X, prep["c"], out=xc)
+    np.einsum("nd,nd->n", xc, xc, out=sq)
+    out_t = out.T
+    np.matmul(prep["w1h"], xc.T, out=out_t)
+    np.multiply(prep["ph"], sq, out=tmp)
+    out_t += tmp
+    const = np.asarray(prep["const"], dtype=float).reshape(-1, 1)
+    out_t += prep["mpmh"] + const
+    np.minimum(out_t, const, out=out_t)
+    return out
+
+
+_log_prob_diag = _log_prob_separable
 
 
 def _finish(out, prep):
