@@ -122,15 +122,14 @@ def _chunk_scatter_tied(Xc, resp, nk, means, buf=None):
 
 
 def _chunk_scatter_diag(Xc, resp, nk, means, buf=None):
-    # Shifted moments about the chunk centre c, then corrected per component; a component whose
-    # correction cancels most of the digits is recomputed directly, centred on its own mean.
+    # Shifted moments about the origin of the chunk as given (from_resp centres every chunk on its
+    # column mean, so no further shift pass is needed), then corrected per component; a component
+    # whose correction cancels most of the digits (data far from the origin, or a tight component
+    # far from the chunk mean) is recomputed directly, centred on its own mean.
     n, d = Xc.shape
-    c = means.T @ nk / max(nk.sum(), np.finfo(float).tiny)
-    z = np.subtract(Xc, c, out=_scratch(buf, (n, d)))
-    z *= z
-    raw = resp.T @ z                                  # (K, D): sum_i r_ik (x_i - c)^2
-    shift = means - c
-    corr = nk[:, None] * shift * shift
+    z = np.square(Xc, out=_scratch(buf, (n, d)))
+    raw = resp.T @ z                                  # (K, D): sum_i r_ik x_i^2
+    corr = nk[:, None] * means * means
     out = raw - corr
     bad = np.any(out < _CANCEL * raw, axis=1) & (nk > 0)
     for k in np.flatnonzero(bad):
