@@ -73,10 +73,11 @@ _BLOCK_FLOATS = 1 << 18
 def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
                         buf: np.ndarray | None = None) -> np.ndarray:
     # S_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T = A_k^T X - s_k mu_k^T (transposed, symmetrized),
-    # with A_k = r_k (X - mu_k) centred on mu_k and s_k = sum_i A_ik (zero up to rounding,
-    # subtracted exactly). A is built component-major, shape (K, D, rows), so every elementwise
-    # pass runs along the rows, and all components share one (K*D, rows) @ (rows, D) product
-    # instead of K thin ones. Row blocks bound the scratch memory; the sums are additive over them.
+    # with A_k = r_k (X - mu_k) centred on mu_k and s_k = sum_i A_ik = (R^T X)_k - (sum_i r_ik) mu_k
+    # (zero up to rounding, subtracted; a small (K, n) @ (n, D) product instead of a pass over A).
+    # A is built component-major, shape (K, D, rows), so every elementwise pass runs along the rows,
+    # and all components share one (K*D, rows) @ (rows, D) product instead of K thin ones. Row
+    # blocks bound the scratch memory; the sums are additive over them.
     n, d = Xc.shape
     k_comp = resp.shape[1]
     width = (k_comp + 1) * d
@@ -86,7 +87,6 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
         step = max(1, min(n, _BLOCK_FLOATS // width))
         buf = np.empty(width * step)
     out = np.zeros((k_comp * d, d))
-    s = np.zeros((k_comp, d))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         x = Xc[lo:hi]
@@ -98,10 +98,10 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
         a *= resp[lo:hi].T[:, None, :]
         if lo == 0:
             np.matmul(a.reshape(k_comp * d, hi - lo), x, out=out)
-            np.sum(a, axis=2, out=s)
         else:
             out += a.reshape(k_comp * d, hi - lo) @ x
-            s += a.sum(axis=2)
+    s = resp.T @ Xc
+    s -= resp.sum(axis=0)[:, None] * means
     out = out.reshape(k_comp, d, d)
     out -= s[:, :, None] * means[:, None, :]
     return _symmetrize(out)
