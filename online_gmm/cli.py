@@ -60,13 +60,9 @@ def _run_with_progress(pipe: Pipeline, *, max_records: int | None, total: int | 
 
     bar = tqdm(total=total, unit="rec", disable=quiet, dynamic_ncols=True, file=sys.stderr,
                smoothing=0.1)
-    state = {"last": None}
 
     def progress(s: RunSummary) -> None:
-        if state["last"] is None:
-            state["last"] = s.records - s.good - s.rejected  # nothing; first call
-            bar.n = 0
-        bar.update(s.records - bar.n)
+        bar.update(s.records - bar.n)   # counters are cumulative over resumes
         bar.set_postfix(good=s.good, rejected=s.rejected, anomalies=s.anomalies,
                         K=s.n_components if s.n_components is not None else "-", refits=s.refits,
                         refresh=False)

@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from connectors.deadletter import DeadLetterSink
 from online_gmm._online import rng_state_from_json, rng_state_to_json
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
 from online_gmm.estimator import OnlineGaussianMixture
@@ -78,7 +79,8 @@ class Pipeline:
     batch_size : int, default=500
         Good records per batch (rejected records do not count).
     scores, anomalies, dead_letters : connectors.base.Sink, optional
-        Outputs. ``dead_letters`` receives every rejected record with its reason and position.
+        Outputs. ``dead_letters`` (wrapped in a :class:`~connectors.deadletter.DeadLetterSink` if it
+        is not one) receives every rejected record with its reason and position.
     anomaly : online_gmm.anomaly threshold, optional
         Decides which records are anomalies from their negative log-likelihood.
     anomaly_policy : {'adapt', 'protect'}, default='adapt'
@@ -119,6 +121,8 @@ class Pipeline:
         self.source = source
         self.model = model
         self.batch_size = batch_size
+        if dead_letters is not None and not isinstance(dead_letters, DeadLetterSink):
+            dead_letters = DeadLetterSink(dead_letters)
         self.sinks = {"scores": scores, "anomalies": anomalies, "dead_letters": dead_letters}
         self.anomaly = anomaly
         self.anomaly_policy = anomaly_policy
@@ -268,9 +272,7 @@ class Pipeline:
         s.rejected += len(rejects)
         s.batches += 1
         if rejects and self.sinks["dead_letters"] is not None:
-            self.sinks["dead_letters"].write_rejects(rejects, position) if hasattr(
-                self.sinks["dead_letters"], "write_rejects") else self.sinks["dead_letters"].write(
-                [r.to_record() for r in rejects])
+            self.sinks["dead_letters"].write_rejects(rejects, position)
         if X.shape[0]:
             X = np.ascontiguousarray(X, dtype=np.float64)
             self._ensure_online(X.shape[1])
