@@ -494,7 +494,18 @@ def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[s
 
 
 def fingerprint(cfg: Mapping[str, Any]) -> str:
-    """A short hash of the parts of a configuration that change the model's meaning."""
-    relevant = {k: cfg[k] for k in ("model", "pipeline", "anomaly", "refit") if k in cfg}
-    relevant["fields"] = cfg.get("source", {}).get("fields")
+    """A short hash of the settings that change what the model's state means.
+
+    A checkpoint written under one fingerprint is refused under another: the model, the fields read,
+    the batch size (batch boundaries), the anomaly and refit settings. Where the job stops
+    (``max_records``), what the outputs include, and where refits run (``dask_scheduler``) may change
+    between runs.
+    """
+    relevant = {
+        "model": cfg.get("model"),
+        "fields": cfg.get("source", {}).get("fields") or cfg.get("source", {}).get("columns"),
+        "batch_size": cfg.get("pipeline", {}).get("batch_size"),
+        "anomaly": cfg.get("anomaly"),
+        "refit": {k: v for k, v in cfg.get("refit", {}).items() if k != "dask_scheduler"},
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -266,3 +266,20 @@ def test_config_rejects_unknown_keys_with_their_names(tmp_path):
     cfg_file.write_text("[source\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(cfg_file)
+
+
+def test_resume_refuses_a_changed_model_but_not_a_changed_stop(tmp_path, events):
+    from online_gmm.cli import build_pipeline
+    path, _ = events
+    base = {"source": {"type": "jsonl", "path": str(path), "fields": DEMO_FIELDS},
+            "model": {"n_components": 3, "warm_up": 500, "random_state": 0},
+            "checkpoint": {"directory": str(tmp_path / "ck"), "every": 500}}
+    first = build_pipeline(parse_config(base))
+    first.run(max_records=1500)
+    first.close()
+    later = build_pipeline(parse_config({**base, "pipeline": {"max_records": 3000, "features": False}}))
+    assert later.run(max_records=3000).resumed_from is not None
+    later.close()
+    changed = build_pipeline(parse_config({**base, "model": {**base["model"], "n_components": 4}}))
+    with pytest.raises(ValueError, match="different model/pipeline configuration"):
+        changed.run()
