@@ -145,6 +145,7 @@ class Pipeline:
         self._labels: np.ndarray | None = None   # stable id of each component
         self._next_label = 0
         self._stop = threading.Event()
+        self._started = False
         self._since_checkpoint = 0
         self._since_refit = 0
         self._pending: list[Any] = []
@@ -210,7 +211,9 @@ class Pipeline:
         t_start = time.perf_counter()
         previous = self._install_signals()
         try:
-            self.resume()
+            if not self._started:       # a second run() continues in memory, it does not reload
+                self._started = True
+                self.resume()
             last_data = time.monotonic()
             done = False
             while not done and not self._stop.is_set():
