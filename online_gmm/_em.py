@@ -71,6 +71,15 @@ class GaussianParams:
     def precisions(self) -> np.ndarray:
         return get_kernel(self.covariance_type).precisions(self.precisions_cholesky)
 
+    def covariance_matrices(self) -> np.ndarray:
+        """The covariances, derived from the precisions when the parameters were given that way."""
+        if self.covariances is not None:
+            return self.covariances
+        prec = self.precisions()
+        if self.covariance_type in ("full", "tied"):
+            return np.linalg.inv(prec)
+        return 1.0 / prec
+
     def copy(self) -> "GaussianParams":
         return GaussianParams(self.covariance_type, self.weights.copy(), self.means.copy(),
                               None if self.covariances is None else self.covariances.copy(),

@@ -19,19 +19,9 @@ from collections import OrderedDict
 import numpy as np
 
 from online_gmm._em import GaussianParams, Scorer
-from online_gmm._gaussian import get_kernel
+from online_gmm._gaussian import ROW_LAYOUT, get_kernel
 
 __all__ = ["marginal_params", "RowScorer", "MarginalCache"]
-
-
-def _covariances(params: GaussianParams) -> np.ndarray:
-    """The covariances of ``params`` (from the precisions when they were given as precisions)."""
-    if params.covariances is not None:
-        return params.covariances
-    prec = params.precisions()
-    if params.covariance_type in ("full", "tied"):
-        return np.linalg.inv(prec)
-    return 1.0 / prec
 
 
 def _sub_full(cov: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -78,7 +68,7 @@ def marginal_params(params: GaussianParams, observed_idx) -> GaussianParams:
     >>> import numpy as np
     >>> from scipy.stats import multivariate_normal
     >>> from online_gmm._em import GaussianParams, Scorer
-    >>> from online_gmm._gaussian import get_kernel
+    >>> from online_gmm._gaussian import ROW_LAYOUT, get_kernel
     >>> cov = np.array([[[2.0, 0.5, 0.1], [0.5, 1.0, 0.2], [0.1, 0.2, 3.0]]])
     >>> params = GaussianParams("full", np.ones(1), np.array([[1.0, 2.0, 3.0]]), cov,
     ...                         get_kernel("full").precision_cholesky(cov))
@@ -98,62 +88,10 @@ def marginal_params(params: GaussianParams, observed_idx) -> GaussianParams:
         raise ValueError(
             f"observed_idx must hold distinct feature indices in [0, {d}), got {idx.tolist()!r}")
     ctype = params.covariance_type
-    cov = np.ascontiguousarray(_SUB_BLOCK[ctype](_covariances(params), idx))
+    cov = np.ascontiguousarray(_SUB_BLOCK[ctype](params.covariance_matrices(), idx))
     kernel = get_kernel(ctype)
     return GaussianParams(ctype, params.weights.copy(), np.ascontiguousarray(params.means[:, idx]),
                           cov, kernel.precision_cholesky(cov))
-
-
-# --------------------------------------------------------------------------------------------------
-# one-row fast paths: the kernel formulas of ``online_gmm._gaussian`` on its own prepared arrays,
-# written for a single record with few numpy calls (at one row numpy's per-call overhead dominates:
-# ``kernel.log_prob`` costs ~15 us for one row, these ~5 us). Each returns log w_k + log N(x | k),
-# shape (K,), in ``ws["q"]``. They are used only when the prepared arrays have the layout they were
-# written for (``_ROW_LAYOUT``); otherwise ``RowScorer`` falls back to ``Scorer``. Tests compare them
-# with ``Scorer.weighted_log_prob`` for every covariance type.
-# --------------------------------------------------------------------------------------------------
-def _row_full(xc, prep, ws):
-    y = np.dot(prep["uT"], xc, out=ws["y"])          # (K*D,)
-    y -= ws["b"]
-    y *= y
-    q = np.dot(y, ws["half_sum"], out=ws["q"])       # -1/2 of each component's sum of D squares
-    q += ws["const"]
-    return q
-
-
-def _row_tied(xc, prep, ws):
-    y = np.dot(prep["uT"], xc, out=ws["y"])          # (D,)
-    q = np.dot(prep["b2"], y, out=ws["q"])
-    q += float(np.dot(y, y))
-    q += ws["bb"]
-    return _finish_row(q, ws)
-
-
-def _row_separable(xc, prep, ws):
-    xx = ws["y"]                                      # [x - c, (x - c)^2], (2D,)
-    d = xc.shape[0]
-    xx[:d] = xc
-    np.multiply(xc, xc, out=xx[d:])
-    q = np.dot(prep["w"], xx, out=ws["q"])
-    q += ws["bb"]
-    return _finish_row(q, ws)
-
-
-def _finish_row(q, ws):
-    np.maximum(q, 0.0, out=q)
-    q *= -0.5
-    q += ws["const"]
-    return q
-
-
-#: per covariance type: (one-row function, prepared keys it reads, constant-column key, y length)
-_ROW_LAYOUT = {
-    "full": (_row_full, ("c", "uT", "bcol", "const", "logw"), "bcol", lambda k, d: k * d),
-    "tied": (_row_tied, ("c", "uT", "b2", "bbcol", "const", "logw"), "bbcol", lambda k, d: d),
-    "diag": (_row_separable, ("c", "w", "mpmcol", "const", "logw"), "mpmcol", lambda k, d: 2 * d),
-    "spherical": (_row_separable, ("c", "w", "mpmcol", "const", "logw"), "mpmcol",
-                  lambda k, d: 2 * d),
-}
 
 
 class RowScorer:
@@ -174,7 +112,7 @@ class RowScorer:
         k_comp, d = params.means.shape
         self.params = params
         prep = self._prep = params.prepared()
-        row, keys, col, y_len = _ROW_LAYOUT[params.covariance_type]
+        row, keys, col, y_len = ROW_LAYOUT[params.covariance_type]
         self._row = row if all(k in prep for k in keys) else None
         self._scorer = None
         self._x = None

@@ -349,14 +349,9 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         self._params_ = params
         self.weights_ = params.weights
         self.means_ = params.means
-        self.covariances_ = params.covariances
+        self.covariances_ = params.covariance_matrices()   # derived if given as precisions
         self.precisions_cholesky_ = params.precisions_cholesky
         self.precisions_ = params.precisions()
-        if params.covariances is None:  # given as precisions (max_iter=0 with precisions_init)
-            if self.covariance_type in ("full", "tied"):
-                self.covariances_ = np.linalg.inv(self.precisions_)
-            else:
-                self.covariances_ = 1.0 / self.precisions_
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_params_")

@@ -291,11 +291,8 @@ def _jsonable(obj: Any) -> Any:
 def _full_covariances(params: GaussianParams) -> np.ndarray:
     """Covariances of every component as (K, D, D) matrices, whatever the covariance type."""
     k_comp, d = params.means.shape
-    cov = params.covariances
+    cov = params.covariance_matrices()
     ctype = params.covariance_type
-    if cov is None:
-        prec = params.precisions()
-        cov = np.linalg.inv(prec) if ctype in ("full", "tied") else 1.0 / prec
     eye = np.eye(d)
     if ctype == "full":
         return np.asarray(cov)
