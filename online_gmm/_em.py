@@ -130,7 +130,7 @@ class Scorer:
         rows = self.rows if n is None else min(self.rows, max(1, n))
         if self._buf is None or self._buf["xc"].shape[0] < rows:
             k_comp, d = self.params.means.shape
-            width = max(k_comp * d, 2 * d + k_comp)
+            width = max(self.prep["row_floats"], k_comp, d)
             self._buf = {"xc": np.empty((rows, d + 1)), "y": np.empty((rows, width)),
                          "lp": np.empty((k_comp, rows)), "z": np.empty((rows, width + d)),
                          "s": np.empty(rows), "norm": np.empty(rows)}
