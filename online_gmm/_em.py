@@ -239,8 +239,11 @@ class Scorer:
             resp, norm = self._resp_chunk(Xc)
             w = None if sample_weight is None else sample_weight[a:b]
             total += float(norm.sum() if w is None else norm @ w)
-            chunk = SufficientStatistics.from_resp(Xc, resp, w, covariance_type=ctype,
-                                                   buf=self._buffers(b - a)["z"])
+            # the chunk as the kernel centred it for the E-step (and its squares): no second pass
+            buf = self._buffers(b - a)
+            chunk = SufficientStatistics.from_resp(
+                buf["centred"], resp, w, covariance_type=ctype, buf=buf["z"],
+                centre=self.prep["c"], squares=buf.get("squares"))
             if stats is None:
                 stats = chunk
             else:

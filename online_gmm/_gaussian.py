@@ -5,8 +5,9 @@ chosen by one lookup in :data:`KERNELS` on ``covariance_type``:
 
 ``scatter_shape(K, D)``
     shape of the centred scatter kept by :class:`~online_gmm._suffstats.SufficientStatistics`;
-``chunk_scatter(Xc, resp, nk, means)``
-    centred scatter of one chunk of data about the chunk's own responsibility-weighted means;
+``chunk_scatter(Xc, resp, nk, means, buf, squares)``
+    centred scatter of one chunk of data about the chunk's own responsibility-weighted means
+    (``squares``: the squares ``log_prob`` left for the same chunk, diag and spherical only);
 ``chan_term(wa, wb, w, delta)``
     the cross term Chan's formula adds to the summed scatters when two statistics merge;
 ``covariances(scatter, nk, reg_covar)``
@@ -18,6 +19,9 @@ chosen by one lookup in :data:`KERNELS` on ``covariance_type``:
     log-determinant of the precision Cholesky factor, per component;
 ``prepare(means, prec_chol)`` and ``log_prob(X, prep, out, buf)``
     the log-density of every sample under every component, through the precision Cholesky factor;
+    it leaves the chunk centred on ``prep["c"]`` in ``buf["centred"]`` (and, for diag and
+    spherical, its squares in ``buf["squares"]``) so that the statistics of the same chunk need
+    no second pass over the raw data;
 ``n_parameters(K, D)``
     free covariance parameters, for BIC/AIC.
 
@@ -90,7 +94,8 @@ _BLOCK_FLOATS = 1 << 18
 
 
 def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
-                        buf: np.ndarray | None = None) -> np.ndarray:
+                        buf: np.ndarray | None = None, squares: np.ndarray | None = None
+                        ) -> np.ndarray:
     # S_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T = A_k^T X - s_k mu_k^T, with A_k = r_k (X - mu_k)
     # centred on mu_k and s_k = sum_i A_ik = (R^T X)_k - (sum_i r_ik) mu_k (zero up to rounding,
     # subtracted; a small (K, n) @ (n, D) product instead of a pass over A). Only the lower block
@@ -136,7 +141,7 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     return out
 
 
-def _chunk_scatter_tied(Xc, resp, nk, means, buf=None):
+def _chunk_scatter_tied(Xc, resp, nk, means, buf=None, squares=None):
     # sum_k S_k = X^T (sum_k A_k) - sum_k mu_k s_k^T: one (D, n) @ (n, D) product per chunk,
     # where sum_k A_k = w * X - R M (w the row sums of the responsibilities).
     n, d = Xc.shape
@@ -150,13 +155,13 @@ def _chunk_scatter_tied(Xc, resp, nk, means, buf=None):
     return _symmetrize(out)
 
 
-def _chunk_scatter_diag(Xc, resp, nk, means, buf=None):
-    # Shifted moments about the origin of the chunk as given (from_resp centres every chunk on its
-    # column mean, so no further shift pass is needed), then corrected per component; a component
-    # whose correction cancels most of the digits (data far from the origin, or a tight component
-    # far from the chunk mean) is recomputed directly, centred on its own mean.
+def _chunk_scatter_diag(Xc, resp, nk, means, buf=None, squares=None):
+    # Shifted moments about the origin of the chunk as given (from_resp centres every chunk, on its
+    # column mean or on the kernel's centre, so no further shift pass is needed), then corrected
+    # per component; a component whose correction cancels most of the digits (a tight component
+    # far from the centre) is recomputed directly, centred on its own mean.
     n, d = Xc.shape
-    z = np.square(Xc, out=_scratch(buf, (n, d)))
+    z = np.square(Xc, out=_scratch(buf, (n, d))) if squares is None else squares
     raw = resp.T @ z                                  # (K, D): sum_i r_ik x_i^2
     corr = nk[:, None] * means * means
     out = raw - corr
@@ -168,8 +173,19 @@ def _chunk_scatter_diag(Xc, resp, nk, means, buf=None):
     return out
 
 
-def _chunk_scatter_spherical(Xc, resp, nk, means, buf=None):
-    return _chunk_scatter_diag(Xc, resp, nk, means, buf).sum(axis=1)
+def _chunk_scatter_spherical(Xc, resp, nk, means, buf=None, squares=None):
+    # the trace of the diag scatter; with the squared norms of the rows (``squares``, shape (n,))
+    # one (K, n) @ (n,) product gives the raw sums, corrected and guarded as for diag
+    if squares is None:
+        return _chunk_scatter_diag(Xc, resp, nk, means, buf).sum(axis=1)
+    raw = resp.T @ squares                            # (K,): sum_i r_ik ||x_i||^2
+    out = raw - nk * np.einsum("kd,kd->k", means, means)
+    bad = (out < _CANCEL * raw) & (nk > 0)
+    for k in np.flatnonzero(bad):
+        dz = Xc - means[k]
+        out[k] = resp[:, k] @ np.einsum("nd,nd->n", dz, dz)
+    np.maximum(out, 0.0, out=out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,6 +373,7 @@ def _log_prob_full(X, prep, out, buf):
     xc1 = _scratch(buf["xc"], (n, d + 1))
     xc1[:, 0] = 1.0
     np.subtract(X, prep["c"], out=xc1[:, 1:])
+    buf["centred"] = xc1[:, 1:]
     blocks = prep["blocks"]
     bmax = max(hi - lo for lo, hi, _ in blocks)
     flat = _scratch(buf["y"], (k_comp * (bmax + 1) * n,))
@@ -385,6 +402,7 @@ def _log_prob_tied(X, prep, out, buf):
     n = X.shape[0]
     d = prep["D"]
     xc = np.subtract(X, prep["c"], out=_scratch(buf["xc"], (n, d)))
+    buf["centred"] = xc
     y = np.matmul(prep["uT"], xc.T, out=_scratch(buf["y"], (d, n)))            # (D, n)
     out_t = out.T
     np.matmul(prep["b2"], y, out=out_t)
@@ -433,6 +451,7 @@ def _log_prob_separable(X, prep, out, buf):
     tmp = scratch[2 * n * d:].reshape(k_comp, n)
     np.subtract(X, prep["c"], out=xc)
     np.square(xc, out=x2)
+    buf["centred"], buf["squares"] = xc, x2
     out_t = out.T
     np.matmul(prep["w1h"], xc.T, out=out_t)
     np.matmul(prep["w2h"], x2.T, out=tmp)
@@ -454,6 +473,7 @@ def _log_prob_spherical(X, prep, out, buf):
     tmp = scratch[n * (d + 1):].reshape(k_comp, n)
     np.subtract(X, prep["c"], out=xc)
     np.einsum("nd,nd->n", xc, xc, out=sq)
+    buf["centred"], buf["squares"] = xc, sq
     out_t = out.T
     np.matmul(prep["w1h"], xc.T, out=out_t)
     np.multiply(prep["ph"], sq, out=tmp)

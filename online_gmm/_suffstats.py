@@ -88,7 +88,9 @@ class SufficientStatistics:
 
     @classmethod
     def from_resp(cls, X: np.ndarray, resp: np.ndarray, sample_weight: np.ndarray | None = None,
-                  *, covariance_type: str, buf: np.ndarray | None = None) -> "SufficientStatistics":
+                  *, covariance_type: str, buf: np.ndarray | None = None,
+                  centre: np.ndarray | None = None, squares: np.ndarray | None = None
+                  ) -> "SufficientStatistics":
         """Statistics of one block of data given its responsibilities.
 
         Parameters
@@ -100,20 +102,31 @@ class SufficientStatistics:
         covariance_type : str
         buf : ndarray of shape (>= n_samples, n_features), optional
             Scratch space reused across calls.
+        centre : ndarray of shape (n_features,), optional
+            When given, ``X`` is already centred: the data are ``X + centre``. The
+            :class:`~online_gmm._em.Scorer` passes the chunk its kernel centred for the E-step.
+        squares : ndarray, optional
+            With ``centre``: the kernel's squares of ``X`` for diag, shape (n_samples, n_features),
+            or the squared row norms for spherical, shape (n_samples,).
         """
         kernel = get_kernel(covariance_type)
         if sample_weight is not None:
             resp = resp * sample_weight[:, None]
         nk = resp.sum(axis=0)
         safe = np.where(nk > 0, nk, 1.0)
-        # Work on data shifted by the block's column mean: sums of small numbers keep their digits
-        # (at an offset of 1e8 an unshifted mean would already be off by ~1e-7), and the scatter
-        # is invariant to the shift.
-        c = X.mean(axis=0)
-        z = X - c
+        # Work on data shifted by the block's column mean (or by the kernel's centre, the mean of
+        # the component means, when the Scorer passes its centred chunk): sums of small numbers
+        # keep their digits (at an offset of 1e8 an unshifted mean would already be off by
+        # ~1e-7), and the scatter is invariant to the shift.
+        if centre is None:
+            c = X.mean(axis=0)
+            z = X - c
+            squares = None
+        else:
+            c, z = centre, X
         delta = (resp.T @ z) / safe[:, None]
         delta[nk <= 0] = 0.0
-        scatter = kernel.chunk_scatter(z, resp, nk, delta, buf)
+        scatter = kernel.chunk_scatter(z, resp, nk, delta, buf, squares)
         means = delta + c
         return cls(covariance_type, nk, means, scatter)
 
