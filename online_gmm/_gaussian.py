@@ -91,49 +91,56 @@ def _symmetrize(m: np.ndarray) -> np.ndarray:
 
 #: rows per block when a scatter is formed without a caller's buffer (bounded scratch memory)
 _BLOCK_FLOATS = 1 << 18
+#: floats of one feature block of A in the full scatter (rows per pass follow from it)
+_SCATTER_ROWS_FLOATS = 1 << 17
 
 
 def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
                         buf: np.ndarray | None = None, squares: np.ndarray | None = None
                         ) -> np.ndarray:
     # S_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T = A_k^T X - s_k mu_k^T, with A_k = r_k (X - mu_k)
-    # centred on mu_k and s_k = sum_i A_ik = (R^T X)_k - (sum_i r_ik) mu_k (zero up to rounding,
-    # subtracted; a small (K, n) @ (n, D) product instead of a pass over A). Only the lower block
-    # triangle of A_k^T X is formed (see _tri_blocks) and then mirrored. Per feature block, A is
-    # built component-major, shape (K, b, rows), so the elementwise passes run along the rows, the
-    # block's scratch stays in cache, and all components share one (K*b, rows) @ (rows, hi)
-    # product. Row blocks of data bound the scratch memory; the sums are additive over them.
+    # centred on mu_k and s_k = sum_i A_ik (zero up to rounding). s_k comes out of the same product
+    # as a column of the data augmented by ones: from A, its error scales with the spread of the
+    # data about mu_k, not with how far mu_k is from the centre (a tight component far away).
+    # Only the lower block triangle of A_k^T X is formed (see _tri_blocks), then mirrored. Per
+    # feature block, A is built component-major, shape (K, b, rows), so the elementwise passes run
+    # along the rows, the block's scratch stays in cache, and all components share one
+    # (K*b, rows) @ (rows, 1 + hi) product. Row blocks of data bound the scratch memory; the sums
+    # are additive over them.
     n, d = Xc.shape
     k_comp = resp.shape[1]
     blocks = _tri_blocks(d)
     bmax = max(hi - lo for lo, hi in blocks)
-    width = k_comp * bmax + d                              # floats per row: A's block and x^T
-    if buf is not None and buf.flags.c_contiguous and buf.size >= width * n:
-        step = n
-    else:
-        step = max(1, min(n, _BLOCK_FLOATS // width))
+    width = k_comp * bmax + 2 * d + 1                      # floats per row: A's block, x^T, [1 | x]
+    step = max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
+    if buf is None or not buf.flags.c_contiguous or buf.size < width * step:
         buf = np.empty(width * step)
     rt = resp.T
     low = np.zeros((k_comp, d, d))
+    s = np.zeros((k_comp, d))
+    flat = buf.reshape(-1)
     for lo_r in range(0, n, step):
         hi_r = min(n, lo_r + step)
         m = hi_r - lo_r
         x = Xc[lo_r:hi_r]
-        flat = buf.reshape(-1)
         xt = flat[: d * m].reshape(d, m)
         np.copyto(xt, x.T)
+        x1 = flat[d * m: (2 * d + 1) * m].reshape(m, d + 1)
+        x1[:, 0] = 1.0
+        x1[:, 1:] = x
+        a_flat = flat[(2 * d + 1) * m:]
         r = rt[:, None, lo_r:hi_r]
         for lo, hi in blocks:
-            a = flat[d * m: d * m + k_comp * (hi - lo) * m].reshape(k_comp, hi - lo, m)
+            a = a_flat[: k_comp * (hi - lo) * m].reshape(k_comp, hi - lo, m)
             np.subtract(xt[None, lo:hi], means[:, lo:hi, None], out=a)
             a *= r
-            low[:, lo:hi, :hi] += (a.reshape(-1, m) @ x[:, :hi]).reshape(k_comp, hi - lo, hi)
+            prod = (a.reshape(-1, m) @ x1[:, : hi + 1]).reshape(k_comp, hi - lo, hi + 1)
+            s[:, lo:hi] += prod[:, :, 0]
+            low[:, lo:hi, :hi] += prod[:, :, 1:]
     # mirror: the strictly lower blocks once each way, the diagonal blocks (formed whole) halved
     out = low + np.swapaxes(low, 1, 2)
     for lo, hi in blocks:
         out[:, lo:hi, lo:hi] *= 0.5
-    s = resp.T @ Xc
-    s -= resp.sum(axis=0)[:, None] * means
     corr = s[:, :, None] * means[:, None, :]
     corr += np.swapaxes(corr, 1, 2).copy()
     corr *= 0.5

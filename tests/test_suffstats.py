@@ -135,3 +135,35 @@ def test_bad_inputs_rejected():
         SufficientStatistics.from_arrays(arrays, meta)
     with pytest.raises(ValueError, match="format"):
         SufficientStatistics.from_arrays(arrays, {**meta, "format": 99})
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+@pytest.mark.parametrize("case", ["plain", "tight_far_component", "offset_1e8"])
+def test_scorer_pass_equals_two_pass_reference(ctype, case):
+    """One E-step pass (statistics from the chunks the kernel centred, several chunks merged)
+    equals the two-pass centred reference on the same responsibilities, including a tight
+    component far from the centre, where the shifted sums of diag and spherical cancel and the
+    guard recomputes that component centred on its own mean."""
+    from online_gmm._em import Scorer
+    from online_gmm._init import initial_params
+
+    rng = np.random.RandomState(11)
+    X = rng.normal(size=(3000, 6)) * 2.0
+    if case == "tight_far_component":
+        X[:1000] = 1e4 + rng.normal(size=(1000, 6)) * 1e-3
+    elif case == "offset_1e8":
+        X += 1e8
+    params = initial_params(X, n_components=3, covariance_type=ctype, method="random_from_data",
+                            reg_covar=1e-6, rng=np.random.RandomState(0))
+    scorer = Scorer(params)
+    scorer.rows = 700                                   # several chunks, merged by Chan's formula
+    w = rng.uniform(0.5, 2.0, size=X.shape[0])
+    stats, ll = scorer.expected_statistics(X, w)
+    log_resp, log_norm = scorer.log_resp(X)
+    nk, means, scatter = _reference(X, np.exp(log_resp), w, ctype)
+    np.testing.assert_allclose(ll, log_norm @ w, rtol=1e-12)
+    np.testing.assert_allclose(stats.weights, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-10, atol=1e-9)
+    scale = np.abs(scatter).max()
+    rtol = 1e-6 if case == "offset_1e8" else 1e-9
+    np.testing.assert_allclose(stats.scatter, scatter, rtol=rtol, atol=rtol * scale * 1e-3)
