@@ -32,6 +32,7 @@ spherical covariances.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -65,6 +66,7 @@ _TRI_BLOCK = 4
 _MAX_BLOCKS = 16
 
 
+@functools.lru_cache(maxsize=64)
 def _tri_blocks(d: int) -> tuple[tuple[int, int], ...]:
     """Row blocks ``(lo, hi)`` covering ``range(d)``, about ``_TRI_BLOCK`` features each."""
     nb = max(1, min(_MAX_BLOCKS, d // _TRI_BLOCK))

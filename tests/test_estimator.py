@@ -373,3 +373,30 @@ def test_pickle_after_scoring_round_trips():
     np.testing.assert_array_equal(clone.predict_proba(X), expected)
     clone.partial_fit(X[:50])
     assert clone.n_samples_seen_ == len(X) + 50
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag"])
+def test_warm_up_short_runs_continue_the_best_start(ctype):
+    """fit_em(short_iter=m): every start runs m iterations, the best by lower bound continues; the
+    result equals that start run uninterrupted, and its iterations and bounds add up."""
+    from online_gmm._batch import fit_em
+    from online_gmm._em import run_em
+    from online_gmm._init import initial_params
+
+    rng = np.random.RandomState(3)
+    X = np.vstack([rng.normal(c, 1.0, size=(300, 3)) for c in (0.0, 4.0, 9.0)])
+    common = dict(n_components=3, covariance_type=ctype, reg_covar=1e-6)
+    res = fit_em(X, init_params="random", n_init=4, rng=np.random.RandomState(0), tol=1e-6,
+                 max_iter=200, short_iter=2, **common)
+    # by hand: the same four starts (same random stream), two iterations each
+    draw = np.random.RandomState(0)
+    starts = [initial_params(X, method="random", rng=draw, **common) for _ in range(4)]
+    short = [run_em(X, p, reg_covar=1e-6, tol=1e-6, max_iter=2) for p in starts]
+    best = int(np.argmax([r.lower_bound for r in short]))
+    whole = run_em(X, starts[best], reg_covar=1e-6, tol=1e-6, max_iter=200)
+    assert whole.n_iter > 2                       # the continuation really happened
+    assert res.n_iter == whole.n_iter and res.converged == whole.converged
+    np.testing.assert_allclose(res.lower_bounds, whole.lower_bounds, rtol=1e-12)
+    np.testing.assert_allclose(res.params.means, whole.params.means, rtol=1e-10)
+    np.testing.assert_allclose(res.params.precisions_cholesky, whole.params.precisions_cholesky,
+                               rtol=1e-10)
