@@ -64,6 +64,8 @@ _CANCEL = 1e-6
 # product stays one large GEMM over all components.
 _TRI_BLOCK = 4
 _MAX_BLOCKS = 16
+#: rows x components x features^2 below which one dense block is cheaper (per-call overhead)
+_TRI_MIN_WORK = 1 << 21
 
 
 @functools.lru_cache(maxsize=64)
@@ -72,6 +74,25 @@ def _tri_blocks(d: int) -> tuple[tuple[int, int], ...]:
     nb = max(1, min(_MAX_BLOCKS, d // _TRI_BLOCK))
     edges = np.linspace(0, d, nb + 1).round().astype(int)
     return tuple((int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]))
+
+
+def _use_blocks(n: int, k_comp: int, d: int) -> bool:
+    """Whether ``n`` rows are enough work for the triangular blocks to pay their extra calls."""
+    return n * k_comp * d * d >= _TRI_MIN_WORK
+
+
+@functools.lru_cache(maxsize=64)
+def _block_gather(k_comp: int, d: int) -> tuple[np.ndarray, tuple[tuple[int, int, int], ...]]:
+    """Flat indices of every triangular block's entries in a (K, D, D + 1) array, and per block
+    ``(lo, hi, offset)`` into the gathered vector: one ``take`` builds all blocks."""
+    idx = np.arange(k_comp * d * (d + 1)).reshape(k_comp, d, d + 1)
+    parts, layout, off = [], [], 0
+    for lo, hi in _tri_blocks(d):
+        part = idx[:, lo:hi, : hi + 1].ravel()
+        parts.append(part)
+        layout.append((lo, hi, off))
+        off += part.size
+    return np.concatenate(parts), tuple(layout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +132,7 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     # are additive over them.
     n, d = Xc.shape
     k_comp = resp.shape[1]
-    blocks = _tri_blocks(d)
+    blocks = _tri_blocks(d) if _use_blocks(n, k_comp, d) else ((0, d),)
     bmax = max(hi - lo for lo, hi in blocks)
     width = k_comp * bmax + 2 * d + 1                      # floats per row: A's block, x^T, [1 | x]
     step = max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
@@ -365,15 +386,19 @@ def _prepare_full(means, pc):
     b_all = np.einsum("kd,kde->ke", means - c, pc)
     # per row block of U^T (lower triangular): [-b | the block's nonzero columns], one product
     # with the data augmented by a leading column of ones
-    u3 = u_t.reshape(k_comp, d, d)
-    blocks = tuple(
-        (lo, hi, np.ascontiguousarray(np.concatenate(
-            [-b_all[:, lo:hi, None], u3[:, lo:hi, :hi]], axis=2).reshape(k_comp * (hi - lo), hi + 1)))
-        for lo, hi in _tri_blocks(d))
+    aug = np.empty((k_comp, d, d + 1))
+    aug[:, :, 0] = -b_all
+    aug[:, :, 1:] = u_t.reshape(k_comp, d, d)
+    gather, layout = _block_gather(k_comp, d)
+    flat = aug.reshape(-1).take(gather)
+    blocks = tuple((lo, hi, flat[off: off + k_comp * (hi - lo) * (hi + 1)].reshape(-1, hi + 1))
+                   for lo, hi, off in layout)
+    bmax = max(hi - lo for lo, hi, _ in blocks)
     logdet = _logdet_full(pc, d)
-    return {"c": c, "blocks": blocks, "uT": u_t, "bcol": b_all.reshape(-1, 1),
+    return {"c": c, "blocks": blocks, "bmax": bmax, "aug": aug.reshape(k_comp * d, d + 1),
+            "uT": u_t, "bcol": b_all.reshape(-1, 1),
             "logdet": logdet, "const": _const(logdet, d), "K": k_comp, "D": d,
-            "row_floats": k_comp * (max(hi - lo for lo, hi, _ in blocks) + 1)}
+            "row_floats": k_comp * (bmax + 1)}
 
 
 def _log_prob_full(X, prep, out, buf):
@@ -383,11 +408,16 @@ def _log_prob_full(X, prep, out, buf):
     xc1[:, 0] = 1.0
     np.subtract(X, prep["c"], out=xc1[:, 1:])
     buf["centred"] = xc1[:, 1:]
-    blocks = prep["blocks"]
-    bmax = max(hi - lo for lo, hi, _ in blocks)
+    out_t = out.T
+    if not _use_blocks(n, k_comp, d):
+        # one dense block: [-b | U^T] for all components, fewer calls for a few rows
+        y = np.matmul(prep["aug"], xc1.T, out=_scratch(buf["y"], (k_comp * d, n)))
+        np.square(y, out=y)
+        np.sum(y.reshape(k_comp, d, n), axis=1, out=out_t)
+        return _finish(out, prep)
+    blocks, bmax = prep["blocks"], prep["bmax"]
     flat = _scratch(buf["y"], (k_comp * (bmax + 1) * n,))
     tmp = flat[k_comp * bmax * n:].reshape(k_comp, n)
-    out_t = out.T
     for j, (lo, hi, ub) in enumerate(blocks):
         y = np.matmul(ub, xc1[:, : hi + 1].T, out=flat[: k_comp * (hi - lo) * n].reshape(-1, n))
         np.square(y, out=y)

@@ -167,3 +167,34 @@ def test_scorer_pass_equals_two_pass_reference(ctype, case):
     scale = np.abs(scatter).max()
     rtol = 1e-6 if case == "offset_1e8" else 1e-9
     np.testing.assert_allclose(stats.scatter, scatter, rtol=rtol, atol=rtol * scale * 1e-3)
+
+
+@pytest.mark.parametrize("d", [4, 9, 13, 23])
+def test_full_triangular_blocks_equal_the_dense_products(d, monkeypatch):
+    """The full kernel skips U^T's zeros and the scatter's mirrored half in row blocks once a chunk
+    holds enough work; both paths give the same log-densities and statistics (and the reference)."""
+    from online_gmm import _gaussian
+    from online_gmm._em import Scorer
+    from online_gmm._init import initial_params
+
+    rng = np.random.RandomState(d)
+    X = rng.normal(size=(900, d)) @ rng.normal(size=(d, d)) + rng.normal(0, 3, size=d)
+    params = initial_params(X, n_components=3, covariance_type="full", method="random_from_data",
+                            reg_covar=1e-6, rng=np.random.RandomState(1))
+    results = {}
+    for name, work in (("dense", 1 << 62), ("blocks", 0)):
+        monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", work)
+        assert _gaussian._use_blocks(900, 3, d) == (name == "blocks")
+        scorer = Scorer(params)
+        results[name] = (scorer.weighted_log_prob(X), scorer.expected_statistics(X))
+    assert len(_gaussian._tri_blocks(d)) == max(1, d // 4)
+    (lp_d, (st_d, ll_d)), (lp_b, (st_b, ll_b)) = results["dense"], results["blocks"]
+    np.testing.assert_allclose(lp_b, lp_d, rtol=1e-12, atol=1e-12 * np.abs(lp_d).max())
+    np.testing.assert_allclose(ll_b, ll_d, rtol=1e-13)
+    np.testing.assert_allclose(st_b.means, st_d.means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(st_b.scatter, st_d.scatter, rtol=1e-11,
+                               atol=1e-12 * np.abs(st_d.scatter).max())
+    np.testing.assert_array_equal(st_b.scatter, np.swapaxes(st_b.scatter, 1, 2))   # symmetric
+    log_resp, _ = Scorer(params).log_resp(X)
+    _, _, ref = _reference(X, np.exp(log_resp), np.ones(len(X)), "full")
+    np.testing.assert_allclose(st_b.scatter, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
