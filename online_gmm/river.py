@@ -36,9 +36,26 @@ A record learned by ``learn_one`` affects them once the number of complete recor
 the next multiple of ``update_every`` (and the warm-up is over); :meth:`flush` applies a partial
 buffer at once.
 
+The learner holds the warm-up records itself and hands them to the core in one batch when the
+warm-up is complete.
+
 Before the warm-up is over, ``predict_one`` returns cluster 0, ``predict_proba_one`` the uniform
 distribution over the components and ``score_one`` 0.0 (:class:`GMMAnomalyDetector`: the score of a
 provisional diagonal Gaussian of the records learned so far).
+
+Standardising inside the learner
+--------------------------------
+With ``standardize=True`` the mixture is fitted to ``z = (x - shift_) / scale_``, where ``shift_`` and
+``scale_`` are the mean and standard deviation of each feature over the warm-up records, frozen when
+the warm-up fit is made (a feature that was constant during the warm-up, which has no scale of its
+own, gets the mean standard deviation of the other features; 1.0 if every feature was constant).
+``reg_covar`` is then relative: a floor of ``reg_covar`` times each feature's warm-up variance.
+Scores stay the negative log-density of the record *in its own units*:
+``-log p(x) = -log p_z(z) + sum_j log scale_j`` (over the observed features), so scores before and
+after the warm-up fit are on one scale, and rescaling a feature shifts every score by the same
+constant. Unlike a running ``preprocessing.StandardScaler`` in front of the learner, the scale does
+not move under the model: the warm-up fit and every later update see the same transform.
+``params_`` are in standardised units.
 """
 
 from __future__ import annotations
@@ -77,6 +94,47 @@ def _check_real(name: str, value: Any, low: float, high: float = math.inf, *,
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
+def _feature_scale(stats: SufficientStatistics) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale of each feature from one-component diagonal statistics.
+
+    The scale is the standard deviation; a feature that is constant (its standard deviation at most
+    1e-8 of its mean's magnitude, i.e. zero up to rounding) has no scale of its own and gets the mean
+    standard deviation of the other features, or 1.0 if every feature is constant.
+
+    Parameters
+    ----------
+    stats : SufficientStatistics
+        'diag' statistics of one component with a positive weight.
+
+    Returns
+    -------
+    shift, scale : ndarray of shape (n_features,)
+    """
+    shift = stats.means[0].copy()
+    sd = np.sqrt(stats.scatter[0] / stats.weights[0])
+    constant = sd <= 1e-8 * np.abs(shift)
+    if constant.all():
+        return shift, np.ones_like(sd)
+    if constant.any():
+        sd[constant] = sd[~constant].mean()
+    return shift, sd
+
+
+class _View:
+    """The evaluators of one parameter set and the transform into its units (standardize)."""
+
+    __slots__ = ("log_det", "log_scale", "marginals", "row", "scale", "shift")
+
+    def __init__(self, row: RowScorer, marginals: MarginalCache, shift: np.ndarray | None,
+                 scale: np.ndarray | None, log_scale: np.ndarray | None) -> None:
+        self.row = row
+        self.marginals = marginals
+        self.shift = shift
+        self.scale = scale
+        self.log_scale = log_scale
+        self.log_det = 0.0 if log_scale is None else float(log_scale.sum())
+
+
 class _DictGMM:
     """The state and methods shared by the River learners (see the module docstring)."""
 
@@ -84,7 +142,8 @@ class _DictGMM:
                  warm_up: int | None = None, reg_covar: float = 1e-6, alpha: float = 0.6,
                  t0: float = 2.0, step_unit: float = 1000.0, halflife: float | None = None,
                  init_params: str = "kmeans", warm_up_n_init: int = 3, max_iter: int = 100,
-                 tol: float = 1e-3, min_weight: float | None = None, seed: int | None = None) -> None:
+                 tol: float = 1e-3, min_weight: float | None = None, standardize: bool = False,
+                 seed: int | None = None) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.update_every = update_every
@@ -99,6 +158,7 @@ class _DictGMM:
         self.max_iter = max_iter
         self.tol = tol
         self.min_weight = min_weight
+        self.standardize = standardize
         self.seed = seed
         self._validate()
         self._reset()
@@ -124,6 +184,8 @@ class _DictGMM:
         _check_real("tol", self.tol, 0.0)
         if self.min_weight is not None:
             _check_real("min_weight", self.min_weight, 0.0, 1.0)
+        if type(self.standardize) not in (bool, np.bool_):
+            raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
 
@@ -132,8 +194,14 @@ class _DictGMM:
         self._online: OnlineEM | None = None
         self._buf: np.ndarray | None = None          # (update_every, D) records awaiting an update
         self._n_buf = 0
+        self._warm: list[np.ndarray] = []            # warm-up records, handed to the core at once
+        self._n_warm = 0
+        self._shift: np.ndarray | None = None        # standardize: frozen at the warm-up fit
+        self._scale: np.ndarray | None = None
+        self._log_scale: np.ndarray | None = None
         self._row: RowScorer | None = None           # one-row evaluator of the current parameters
         self._marginals: MarginalCache | None = None
+        self._fitted: _View | None = None            # the two above and the transform (standardize)
         self._pre = None                             # provisional warm-up scorer (anomaly detector)
         #: records learned (complete, buffered included)
         self.n_learned_ = 0
@@ -145,7 +213,7 @@ class _DictGMM:
         # Evaluators are derived state, rebuilt on load: they hold kernel functions, and the core's
         # cached Scorer does too (``Kernel`` holds lambdas, which pickle rejects).
         state = self.__dict__.copy()
-        state["_row"] = state["_marginals"] = None
+        state["_row"] = state["_marginals"] = state["_fitted"] = None
         state["_pre"] = None
         online = state.get("_online")
         if online is not None and online._scorer is not None:
@@ -157,9 +225,13 @@ class _DictGMM:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         online = self._online
+        if "_warm" not in state:  # pickled before ``standardize``: warm-up rows are in the core
+            self.standardize = False
+            self._warm, self._shift, self._scale, self._log_scale = [], None, None, None
+            self._fitted = None
+            self._n_warm = online.n_seen if online is not None and not online.initialised else 0
         if online is not None and online.initialised:
-            self._row = RowScorer(online.params)
-            self._marginals = MarginalCache(online.params)
+            self._set_evaluators()
 
     # ------------------------------------------------------------------ schema and conversion
     @property
@@ -181,6 +253,16 @@ class _DictGMM:
     def n_pending_(self) -> int:
         """Records buffered and not yet applied (see :meth:`flush`)."""
         return self._n_buf
+
+    @property
+    def shift_(self) -> np.ndarray | None:
+        """With ``standardize``: each feature's warm-up mean, shape (n_features,); else None."""
+        return None if self._shift is None else self._shift.copy()
+
+    @property
+    def scale_(self) -> np.ndarray | None:
+        """With ``standardize``: each feature's warm-up scale, shape (n_features,); else None."""
+        return None if self._scale is None else self._scale.copy()
 
     @staticmethod
     def _finite(v: Any) -> bool:
@@ -256,16 +338,44 @@ class _DictGMM:
             self._apply(self._buf)
 
     def _apply(self, X: np.ndarray) -> None:
-        """One stepwise update from the rows ``X`` (or warm-up buffering), then reset the buffer."""
+        """One stepwise update from the rows ``X`` (or warm-up buffering), then reset the buffer.
+
+        ``X`` is the learner's own buffer or a copy of it: it may be overwritten.
+        """
         online = self._online
         if online.initialised:
+            if self._scale is not None:
+                X -= self._shift
+                X /= self._scale
             online.step(X)
         else:
-            online.update(X)          # copies the rows; fits the warm-up batch when it is full
+            self._warm.append(X.copy())
+            self._n_warm += X.shape[0]
+            if self._n_warm >= max(online.warm_up, self.n_components):
+                self._finish_warm_up()
         self._n_buf = 0
         if online.initialised:
-            self._row = RowScorer(online.params)
-            self._marginals = MarginalCache(online.params)
+            self._set_evaluators()
+
+    def _set_evaluators(self) -> None:
+        """One-row evaluators of the current parameters (after every update)."""
+        params = self._online.params
+        self._row = RowScorer(params)
+        self._marginals = MarginalCache(params)
+        self._fitted = _View(self._row, self._marginals, self._shift, self._scale, self._log_scale)
+
+    def _finish_warm_up(self) -> None:
+        """Hand the warm-up rows to the core in one batch (it fits them); with ``standardize``,
+        freeze the scale of the warm-up rows first and standardise them."""
+        W = np.concatenate(self._warm)
+        self._warm, self._n_warm, self._pre = [], 0, None
+        if self.standardize:
+            stats = SufficientStatistics.from_resp(W, np.ones((W.shape[0], 1)), covariance_type="diag")
+            self._shift, self._scale = _feature_scale(stats)
+            self._log_scale = np.log(self._scale)
+            W -= self._shift
+            W /= self._scale
+        self._online.update(W)
 
     def flush(self) -> None:
         """Apply the buffered records now (a partial batch), so that they become visible."""
@@ -323,61 +433,67 @@ class _DictGMM:
         return A
 
     # ------------------------------------------------------------------ inference, one record
-    def _wlp_one(self, x: dict) -> np.ndarray | None:
-        """log w_k + log N(x_o | k) over the observed features, shape (K,); None if none observed."""
-        rs = self._row
+    def _wlp_one(self, x: dict, view: _View) -> tuple[np.ndarray | None, float]:
+        """log w_k + log N(z_o | k) over the observed features ``o``, shape (K,) (None if no feature
+        is observed), and ``sum_o log scale_o`` (0.0 without standardisation); ``z`` is the record
+        in the model's units."""
         try:
             vals = [x[k] for k in self._keys]
             s = sum(vals)
             ok = s - s == 0.0
         except (KeyError, TypeError):
             ok = False
+        scale = view.scale
         if ok:
-            return rs.weighted_log_prob(vals)
+            if scale is None:
+                return view.row.weighted_log_prob(vals), 0.0
+            z = np.subtract(vals, view.shift)
+            z /= scale
+            return view.row.weighted_log_prob(z), view.log_det
         row = self._values(x)
         observed = ~np.isnan(row)
-        if observed.all():
-            return rs.weighted_log_prob(row)
         if not observed.any():
-            return None
-        return self._marginals.get(observed).weighted_log_prob(row[observed])
+            return None, 0.0
+        jac = 0.0
+        if scale is not None:
+            row -= view.shift
+            row /= scale
+            jac = float(view.log_scale[observed].sum())
+        if observed.all():
+            return view.row.weighted_log_prob(row), jac
+        return view.marginals.get(observed).weighted_log_prob(row[observed]), jac
 
     def _log_likelihood_one(self, x: dict) -> float:
-        if self._row is None:
-            pre = self._provisional()
-            if pre is None:
+        view = self._fitted
+        if view is None:
+            view = self._provisional()
+            if view is None:
                 return 0.0
-            row = self._values(x)
-            observed = ~np.isnan(row)
-            if not observed.any():
-                return 0.0
-            if observed.all():
-                return RowScorer.log_sum(pre[0].weighted_log_prob(row))
-            return RowScorer.log_sum(pre[1].get(observed).weighted_log_prob(row[observed]))
-        wlp = self._wlp_one(x)
-        return 0.0 if wlp is None else RowScorer.log_sum(wlp)
+        wlp, jac = self._wlp_one(x, view)
+        return 0.0 if wlp is None else RowScorer.log_sum(wlp) - jac
 
     #: score records during the warm-up with a provisional diagonal Gaussian (anomaly detector only)
     _provisional_scores = False
 
-    def _provisional(self) -> tuple[RowScorer, MarginalCache] | None:
+    def _provisional(self) -> _View | None:
         """Before the warm-up fit: one diagonal Gaussian of the complete records learned so far.
 
         Its statistics are folded in exactly (Chan merge of :class:`SufficientStatistics`, the core's
         M-step ``to_params(reg_covar)``) from the rows waiting for the warm-up fit, incrementally:
-        each row is folded once. None when disabled or with fewer than two records learned.
+        each row is folded once. With ``standardize``, the Gaussian is that of the rows standardised
+        by their current mean and scale (so ``reg_covar`` is relative, as after the fit). None when
+        disabled or with fewer than two records learned.
         """
         if not self._provisional_scores or self._online is None or self._online.initialised:
             return None
-        online = self._online
-        parts = online._buf_X + ([self._buf[: self._n_buf]] if self._n_buf else [])
+        parts = self._warm + ([self._buf[: self._n_buf]] if self._n_buf else [])
         total = sum(len(b) for b in parts)
         if total < 2:
             return None
         pre = getattr(self, "_pre", None)
         if pre is None or pre[0] > total:
             pre = (0, None, None)
-        done, stats, evaluators = pre
+        done, stats, view = pre
         if done < total:
             tail, pos = [], 0
             for b in parts:
@@ -387,10 +503,17 @@ class _DictGMM:
             Xt = np.concatenate(tail)
             new = SufficientStatistics.from_resp(Xt, np.ones((Xt.shape[0], 1)), covariance_type="diag")
             stats = new if stats is None else stats + new
-            params = stats.to_params(float(self.reg_covar))
-            evaluators = (RowScorer(params), MarginalCache(params))
-            self._pre = (total, stats, evaluators)
-        return evaluators
+            shift = scale = log_scale = None
+            model = stats
+            if self.standardize:
+                shift, scale = _feature_scale(stats)
+                log_scale = np.log(scale)
+                model = SufficientStatistics("diag", stats.weights, (stats.means - shift) / scale,
+                                             stats.scatter / scale ** 2)
+            params = model.to_params(float(self.reg_covar))
+            view = _View(RowScorer(params), MarginalCache(params), shift, scale, log_scale)
+            self._pre = (total, stats, view)
+        return view
 
     def predict_proba_one(self, x: dict) -> dict[int, float]:
         """Posterior probability of each component given the observed features of ``x``.
@@ -401,9 +524,10 @@ class _DictGMM:
             ``n_components`` entries summing to one; uniform before the warm-up is over.
         """
         k_comp = self.n_components
-        if self._row is None:
+        view = self._fitted
+        if view is None:
             return {k: 1.0 / k_comp for k in range(k_comp)}
-        wlp = self._wlp_one(x)
+        wlp, _ = self._wlp_one(x, view)
         if wlp is None:
             p = self._online.params.weights
         else:
@@ -412,27 +536,34 @@ class _DictGMM:
 
     def predict_one(self, x: dict) -> int:
         """The most probable component of ``x`` (0 before the warm-up is over)."""
-        if self._row is None:
+        view = self._fitted
+        if view is None:
             return 0
-        wlp = self._wlp_one(x)
+        wlp, _ = self._wlp_one(x, view)
         return int((self._online.params.weights if wlp is None else wlp).argmax())
 
     def score_one(self, x: dict) -> float:
         """Negative log-likelihood of the observed features of ``x``: higher is more anomalous.
 
         0.0 for a record with no observed feature, and before the warm-up is over (except for
-        :class:`GMMAnomalyDetector`, which scores with a provisional diagonal Gaussian then).
+        :class:`GMMAnomalyDetector`, which scores with a provisional diagonal Gaussian then). With
+        ``standardize``, the density is that of ``x`` in its own units (see the module docstring).
         """
         return -self._log_likelihood_one(x)
 
     # ------------------------------------------------------------------ inference, many records
-    def _wlp_many(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """(log w_k + log N(x_o | k) of shape (n, K), log p(x_o) of shape (n,)) of a DataFrame."""
+    def _wlp_many(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the rows of a DataFrame: log w_k + log N(z_o | k), shape (n, K); log p(z_o), shape (n,)
+        (0.0 where nothing is observed); and ``sum_o log scale_o``, shape (n,) (zeros without
+        standardisation), so that log p(x_o) = log p(z_o) - that sum."""
         params = self._online.params
         A = self._frame(X)
+        obs = ~np.isnan(A)
+        if self._scale is not None:
+            A -= self._shift
+            A /= self._scale
         n = A.shape[0]
         wlp = np.empty((n, self.n_components))
-        obs = ~np.isnan(A)
         complete = obs.all(axis=1)
         if complete.any():
             wlp[complete] = self._online.scorer().weighted_log_prob(np.ascontiguousarray(A[complete]))
@@ -450,14 +581,15 @@ class _DictGMM:
         log_p = m + np.log(np.exp(wlp - m[:, None]).sum(axis=1))
         none = ~obs.any(axis=1)
         log_p[none] = 0.0
-        return wlp, log_p
+        jac = np.zeros(n) if self._scale is None else obs @ self._log_scale
+        return wlp, log_p, jac
 
     def predict_many(self, X):
         """Most probable component of each row of a DataFrame, as a pandas Series of int."""
         import pandas as pd
         if self._row is None:
             return pd.Series(np.zeros(len(X), dtype=int), index=X.index)
-        wlp, _ = self._wlp_many(X)
+        wlp, _, _ = self._wlp_many(X)
         return pd.Series(wlp.argmax(axis=1), index=X.index)
 
     def predict_proba_many(self, X):
@@ -466,7 +598,7 @@ class _DictGMM:
         k_comp = self.n_components
         if self._row is None:
             return pd.DataFrame(np.full((len(X), k_comp), 1.0 / k_comp), index=X.index)
-        wlp, log_p = self._wlp_many(X)
+        wlp, log_p, _ = self._wlp_many(X)
         none = np.isnan(self._frame(X)).all(axis=1)
         p = np.exp(wlp - log_p[:, None])
         p[none] = self._online.params.weights
@@ -479,14 +611,16 @@ class _DictGMM:
             if self._provisional() is None:
                 return pd.Series(np.zeros(len(X)), index=X.index)
             return pd.Series([self.score_one(x) for x in X.to_dict(orient="records")], index=X.index)
-        _, log_p = self._wlp_many(X)
-        return pd.Series(-log_p, index=X.index)
+        _, log_p, jac = self._wlp_many(X)
+        return pd.Series(jac - log_p, index=X.index)
 
     @classmethod
     def _unit_test_params(cls):
         yield {"n_components": 2, "warm_up": 60, "update_every": 8, "seed": 1}
         yield {"n_components": 3, "covariance_type": "diag", "warm_up": 60, "update_every": 4,
                "init_params": "k-means++", "seed": 2}
+        yield {"n_components": 2, "covariance_type": "tied", "warm_up": 40, "update_every": 8,
+               "standardize": True, "seed": 3}
 
 
 _PARAMS_DOC = """
@@ -521,6 +655,10 @@ _PARAMS_DOC = """
         Convergence tolerance of the warm-up EM.
     min_weight
         Components whose weight falls below it are re-seeded (default ``1e-3 / n_components``).
+    standardize
+        Fit the mixture to the features standardised by their warm-up mean and standard deviation
+        (frozen at the warm-up fit; ``reg_covar`` becomes relative to each feature's variance);
+        scores stay densities of the records in their own units. See :mod:`online_gmm.river`.
     seed
         Random seed (warm-up initialisation, re-seeding).
 
@@ -536,6 +674,8 @@ _PARAMS_DOC = """
         Records not learned because a feature of the schema was missing.
     n_pending_ : int
         Records buffered, not yet visible in predictions.
+    shift_, scale_ : ndarray of shape (n_features,) or None
+        With ``standardize``: the frozen warm-up mean and scale of each feature.
 """
 
 
@@ -580,10 +720,12 @@ class GMMAnomalyDetector(_DictGMM, base.AnomalyDetector):
     updates the mixture. Until the warm-up fit, records are scored by a provisional model: one
     diagonal Gaussian of the complete records learned so far (exact running mean and variances plus
     ``reg_covar``; 0.0 before two records were learned), so a long warm-up does not leave the start
-    of a stream unscored. Its scores are on a coarser scale than the mixture's. Score before learning (prequential). Scale
-    the features first (e.g. ``preprocessing.StandardScaler() | GMMAnomalyDetector()``) when their
-    scales differ a lot: ``reg_covar`` is an absolute floor on the variances. To flag records, wrap
-    it in :class:`online_gmm.anomaly.NLLFilter`.
+    of a stream unscored. Its scores are on a coarser scale than the mixture's. Score before
+    learning (prequential). When the features' scales differ, set ``standardize=True``: each
+    feature is standardised by its warm-up mean and standard deviation, frozen at the warm-up fit,
+    so ``reg_covar`` becomes relative and scores stay ``-log p(x)`` in the record's units (see
+    :mod:`online_gmm.river`); otherwise ``reg_covar`` is an absolute floor on the variances. To flag
+    records, wrap it in :class:`online_gmm.anomaly.NLLFilter`.
     """ + _PARAMS_DOC + """
     Examples
     --------

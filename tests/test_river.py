@@ -167,12 +167,13 @@ def test_pickle_after_predictions_round_trips():
 # ----------------------------------------------------------------------------- batching
 @pytest.mark.parametrize("ctype", CTYPES)
 @pytest.mark.parametrize("update_every", [1, 16, 50])
-def test_learn_many_equals_learn_one(ctype, update_every):
+@pytest.mark.parametrize("standardize", [False, True])
+def test_learn_many_equals_learn_one(ctype, update_every, standardize):
     stream = [x for x, _ in _stream(n=400, seed=1)]
     stream[7] = {**stream[7], "f2": None}              # incomplete records: skipped by both
     stream[300] = {**stream[300], "f3": math.nan}
     one = OnlineGMM(n_components=3, covariance_type=ctype, warm_up=100,
-                    update_every=update_every, seed=0)
+                    update_every=update_every, standardize=standardize, seed=0)
     many = one.clone()
     for x in stream:
         one.learn_one(x)
@@ -209,6 +210,109 @@ def test_updates_become_visible_every_update_every_records():
     model.learn_one(stream[80])
     model.flush()                                      # a partial batch on demand
     assert model.n_pending_ == 0 and model.score_one(probe) != second
+
+
+# ----------------------------------------------------------------------------- standardize
+def _scaled_rows(n=400, seed=0):
+    """Three blobs in 3 features on very different scales and offsets, shape (n, 3)."""
+    rng = np.random.RandomState(seed)
+    X = rng.normal(0, 3, (3, 3))[rng.randint(3, size=n)] + rng.normal(size=(n, 3))
+    return X * [1e3, 1.0, 1e-3] + [1e6, -2.0, 5.0]
+
+
+def _dicts(X):
+    return [dict(zip("abc", map(float, row))) for row in X]
+
+
+def test_standardize_freezes_the_warm_up_scale_and_scores_in_raw_units():
+    X = _scaled_rows()
+    model = GMMAnomalyDetector(n_components=3, covariance_type="full", warm_up=64, update_every=8,
+                               reg_covar=1e-2, standardize=True, seed=0)
+    for x in _dicts(X):
+        model.learn_one(x)
+    np.testing.assert_allclose(model.shift_, X[:64].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(model.scale_, X[:64].std(axis=0), rtol=1e-10)
+    z = (X[:50] - model.shift_) / model.scale_
+    log_det = np.log(model.scale_).sum()
+    expected = -Scorer(model.params_).score_samples(z) + log_det
+    got = [model.score_one(x) for x in _dicts(X[:50])]
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    frame = pd.DataFrame(_dicts(X[:50]))
+    np.testing.assert_allclose(model.score_many(frame), expected, rtol=1e-9)
+    # a missing feature: the exact marginal, with the Jacobian of the observed features only
+    marg = marginal_params(model.params_, [0, 2])
+    want = -Scorer(marg).score_samples(z[:1, [0, 2]])[0] + np.log(model.scale_[[0, 2]]).sum()
+    assert model.score_one({"a": X[0, 0], "c": X[0, 2]}) == pytest.approx(want, rel=1e-9)
+    # predictions are those of the standardised record
+    assert [model.predict_one(x) for x in _dicts(X[:50])] == \
+        Scorer(model.params_).weighted_log_prob(z).argmax(axis=1).tolist()
+    proba = model.predict_proba_many(frame).to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(proba[3], list(model.predict_proba_one(_dicts(X)[3]).values()),
+                               rtol=1e-9)
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_standardize_makes_scores_equivariant_to_feature_units(standardize):
+    """Rescaling features shifts every score by the log of the Jacobian, before and after the fit;
+    without standardize the absolute reg_covar breaks this (the test is not vacuous)."""
+    X = _scaled_rows(n=300, seed=1)
+    factor = np.array([1e-3, 7.0, 1e4])
+    Y = X * factor + [-1e3, 3.0, 0.0]
+    kw = {"n_components": 2, "covariance_type": "diag", "warm_up": 80, "update_every": 8,
+          "reg_covar": 1e-2, "standardize": standardize, "seed": 0}
+    a, b = GMMAnomalyDetector(**kw), GMMAnomalyDetector(**kw)
+    diffs = []
+    for x, y in zip(_dicts(X), _dicts(Y)):
+        diffs.append(a.score_one(x) - b.score_one(y))
+        a.learn_one(x)
+        b.learn_one(y)
+    diffs = np.array(diffs[2:])                       # the first two scores are 0.0
+    if standardize:
+        np.testing.assert_allclose(diffs, -np.log(factor).sum(), rtol=1e-6)   # p(y) = p(x) / prod(factor)
+    else:
+        assert np.ptp(diffs) > 1.0
+
+
+def test_standardize_provisional_scores_and_constant_features():
+    rng = np.random.RandomState(4)
+    X = rng.normal(size=(30, 3)) * [2.0, 0.5, 1.0] + [1.0, -3.0, 0.0]
+    X[:, 2] = 4.0                                     # constant during the warm-up
+    model = GMMAnomalyDetector(n_components=2, warm_up=40, update_every=8, reg_covar=0.1,
+                               standardize=True, seed=0)
+    for x in _dicts(X):
+        model.learn_one(x)
+    assert model.params_ is None and model.scale_ is None
+    sd = X.std(axis=0)
+    sd[2] = sd[:2].mean()                             # no scale of its own: the others' mean
+    var = X.var(axis=0) + 0.1 * sd ** 2               # reg_covar relative to each scale
+    x = np.array([0.5, -2.0, 4.5])
+    expected = 0.5 * np.sum((x - X.mean(axis=0)) ** 2 / var + np.log(2 * np.pi * var))
+    assert model.score_one(dict(zip("abc", x))) == pytest.approx(expected, rel=1e-9)
+    more = rng.normal(size=(10, 3)) * [2.0, 0.5, 1.0] + [1.0, -3.0, 0.0]
+    more[:, 2] = 4.0
+    for row in _dicts(more):
+        model.learn_one(row)
+    W = np.vstack([X, more])
+    np.testing.assert_allclose(model.scale_[:2], W[:, :2].std(axis=0), rtol=1e-10)
+    assert model.scale_[2] == pytest.approx(model.scale_[:2].mean(), rel=1e-12)
+    assert math.isfinite(model.score_one(dict(zip("abc", [1.0, -3.0, 9.0]))))
+
+
+def test_standardize_validation_and_pickle():
+    with pytest.raises(ValueError, match=r"standardize must be True or False, got 'yes'"):
+        OnlineGMM(standardize="yes")
+    model = OnlineGMM(n_components=2, warm_up=40, update_every=8, standardize=True, seed=0)
+    stream = _dicts(_scaled_rows(n=100))
+    for x in stream:
+        model.learn_one(x)
+    loaded = pickle.loads(pickle.dumps(model))
+    for x in stream[:10]:
+        assert loaded.score_one(x) == model.score_one(x)
+        assert loaded.predict_proba_one(x) == model.predict_proba_one(x)
+    loaded.learn_one(stream[0])
+    model.learn_one(stream[0])
+    np.testing.assert_array_equal(loaded.scale_, model.scale_)
 
 
 # ----------------------------------------------------------------------------- marginals
