@@ -65,7 +65,7 @@ _CANCEL = 1e-6
 _TRI_BLOCK = 4
 _MAX_BLOCKS = 16
 #: rows x components x features^2 below which one dense block is cheaper (per-call overhead)
-_TRI_MIN_WORK = 1 << 21
+_TRI_MIN_WORK = 1 << 20
 
 
 @functools.lru_cache(maxsize=64)
