@@ -134,15 +134,27 @@ class OnlineEM:
         self.n_updates += 1
 
     def step(self, X: np.ndarray, sample_weight: np.ndarray | None = None,
-             batch: tuple[SufficientStatistics, float] | None = None) -> float:
+             batch: tuple[SufficientStatistics, float] | None = None,
+             extra: tuple[int, float] = (0, 0.0)) -> float:
         """One stepwise EM update from a batch; returns the batch's summed log-likelihood.
 
-        ``batch`` may carry the batch statistics already computed under the current parameters.
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The batch's complete rows (also the candidates for re-seeding a collapsed component).
+        sample_weight : ndarray of shape (n_samples,), optional
+        batch : (SufficientStatistics, float), optional
+            The batch statistics already computed under the current parameters.
+        extra : (int, float)
+            Records and sample weight in ``batch`` beyond the rows of ``X`` (e.g. incomplete records
+            learned through their conditional expectations); they count in the schedule's clock.
         """
         assert self.stats is not None and self.params is not None
-        n = X.shape[0]
-        m = float(n if sample_weight is None else np.sum(sample_weight))
+        n = X.shape[0] + int(extra[0])
+        m = float(X.shape[0] if sample_weight is None else np.sum(sample_weight)) + float(extra[1])
         if batch is None:
+            if extra[0]:
+                raise ValueError("extra records need their statistics in batch")
             batch_stats, ll = self.scorer().expected_statistics(X, sample_weight)
         else:
             batch_stats, ll = batch
@@ -199,7 +211,7 @@ class OnlineEM:
                           X: np.ndarray) -> list[int]:
         """Move components whose weight fell below ``min_weight`` to poorly explained points."""
         low = np.flatnonzero(params.weights < self.min_weight)
-        if low.size == 0 or low.size == self.n_components:
+        if low.size == 0 or low.size == self.n_components or X.shape[0] == 0:
             return []
         log_p = Scorer(params).score_samples(X)
         order = np.argsort(log_p, kind="stable")       # worst explained first

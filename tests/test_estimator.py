@@ -1,5 +1,6 @@
 """OnlineGaussianMixture: agreement with scikit-learn, EM laws, online laws, robustness."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -400,3 +401,27 @@ def test_warm_up_short_runs_continue_the_best_start(ctype):
     np.testing.assert_allclose(res.params.means, whole.params.means, rtol=1e-10)
     np.testing.assert_allclose(res.params.precisions_cholesky, whole.params.precisions_cholesky,
                                rtol=1e-10)
+
+
+def test_online_step_counts_extra_records_in_the_batch():
+    """OnlineEM.step(X_a, batch=stats(X_a + X_b), extra=(n_b, n_b)) is the same update as a step on
+    all rows: the records known only through their statistics count in the schedule's clock."""
+    rng = np.random.RandomState(5)
+    X = np.vstack([rng.normal(c, 1.0, size=(400, 3)) for c in (0.0, 5.0)])
+    model = OnlineGaussianMixture(2, warm_up=300, random_state=0).partial_fit(X[:300])
+    a, b = X[300:500], X[500:620]
+    whole, split = copy.deepcopy(model._online), copy.deepcopy(model._online)
+    whole.step(np.vstack([a, b]))
+    stats_a, ll_a = split.scorer().expected_statistics(a)
+    stats_b, ll_b = split.scorer().expected_statistics(b)
+    split.step(a, batch=(stats_a + stats_b, ll_a + ll_b), extra=(len(b), float(len(b))))
+    assert split.t == whole.t and split.n_seen == whole.n_seen
+    np.testing.assert_allclose(split.stats.weights, whole.stats.weights, rtol=1e-12)
+    np.testing.assert_allclose(split.stats.means, whole.stats.means, rtol=1e-12)
+    np.testing.assert_allclose(split.stats.scatter, whole.stats.scatter, rtol=1e-10)
+    # only statistics, no complete rows: still an update (nothing to re-seed from)
+    only = copy.deepcopy(model._online)
+    only.step(np.empty((0, 3)), batch=(stats_b, ll_b), extra=(len(b), float(len(b))))
+    assert only.t == model._online.t + len(b) and only.n_seen == model._online.n_seen + len(b)
+    with pytest.raises(ValueError, match="extra"):
+        copy.deepcopy(model._online).step(a, extra=(1, 1.0))
