@@ -131,8 +131,11 @@ class Scorer:
         if self._buf is None or self._buf["xc"].shape[0] < rows:
             k_comp, d = self.params.means.shape
             width = max(self.prep["row_floats"], k_comp, d)
+            # "z": the log-sum-exp's (K, rows) and the statistics' scratch (the full scatter's
+            # feature block of A, x^T and [1 | x])
+            z_width = max(width + d, self.prep.get("stat_floats", 0))
             self._buf = {"xc": np.empty((rows, d + 1)), "y": np.empty((rows, width)),
-                         "lp": np.empty((k_comp, rows)), "z": np.empty((rows, width + d)),
+                         "lp": np.empty((k_comp, rows)), "z": np.empty((rows, z_width)),
                          "s": np.empty(rows), "norm": np.empty(rows)}
         return self._buf
 

@@ -398,7 +398,7 @@ def _prepare_full(means, pc):
     return {"c": c, "blocks": blocks, "bmax": bmax, "aug": aug.reshape(k_comp * d, d + 1),
             "uT": u_t, "bcol": b_all.reshape(-1, 1),
             "logdet": logdet, "const": _const(logdet, d), "K": k_comp, "D": d,
-            "row_floats": k_comp * (bmax + 1)}
+            "row_floats": k_comp * (bmax + 1), "stat_floats": k_comp * bmax + 2 * d + 1}
 
 
 def _log_prob_full(X, prep, out, buf):
