@@ -16,8 +16,11 @@ Afterwards:
   (sub-vector of each mean, sub-block of each covariance). A record with no observed feature has
   log-likelihood 0 (score 0.0) and the mixing weights as responsibilities. Scores of records with
   different observed features are not on the same scale (fewer dimensions, fewer nats);
-* a record with a missing feature is not learned: it is counted in ``n_incomplete_`` (the warm-up
-  initialisation and the stepwise update need complete rows);
+* a record with a missing feature is learned, after the warm-up fit, through its conditional
+  expectations (see "Learning from incomplete records" below); during the warm-up, with
+  ``learn_incomplete=False``, or when no feature of the schema is observed, it is skipped.
+  ``n_incomplete_`` counts the records with a missing feature, ``n_incomplete_learned_`` and
+  ``n_incomplete_skipped_`` split them (their sum is ``n_incomplete_``);
 * a feature outside the schema (one never seen in the first record) is ignored, for learning and
   for prediction alike.
 
@@ -28,16 +31,37 @@ buffer is full, one stepwise EM update (:meth:`OnlineEM.step <online_gmm._online
 E-step of the buffered rows under the current parameters, blend, M-step) is applied, so the M-step
 is paid once per ``update_every`` records. ``learn_many`` fills the same buffer at the same
 boundaries, so a DataFrame learned at once and the same records learned one by one give the same
-model. The first ``warm_up`` complete records (rounded up to a multiple of ``update_every``) are
-fitted by batch EM with ``warm_up_n_init`` starts.
+model (incomplete records included). The first ``warm_up`` complete records (rounded up to a
+multiple of ``update_every``) are fitted by batch EM with ``warm_up_n_init`` starts.
 
 **When learning becomes visible:** predictions and scores use the parameters of the last update.
-A record learned by ``learn_one`` affects them once the number of complete records learned reaches
-the next multiple of ``update_every`` (and the warm-up is over); :meth:`flush` applies a partial
-buffer at once.
+A record learned by ``learn_one`` affects them once the number of records learned (``n_learned_``:
+complete ones and incomplete ones learned) reaches the next multiple of ``update_every`` (and the
+warm-up is over); :meth:`flush` applies a partial buffer at once.
 
 The learner holds the warm-up records itself and hands them to the core in one batch when the
 warm-up is complete.
+
+Learning from incomplete records
+--------------------------------
+After the warm-up fit, a record with some features missing goes into the same buffer as complete
+records (NaN where missing) and is learned in the same update, with the exact E-step for data
+missing at random (Ghahramani & Jordan, 1994, "Supervised learning from incomplete data via an EM
+approach"; :func:`~online_gmm._marginal.incomplete_statistics`): its responsibilities come from the
+marginal over its observed features, its missing block is replaced, per component, by the
+conditional mean ``mu_m + S_mo S_oo^-1 (x_o - mu_o)``, and the conditional covariance
+``S_mm - S_mo S_oo^-1 S_om`` is added to the component's scatter (for 'diag' and 'spherical' the
+conditional mean is ``mu_m`` and the covariance the component's variances there). These expected
+statistics are merged (Chan) with the complete rows' statistics under the same parameters and
+applied in ONE stepwise update, in which the incomplete records count in the schedule's clock
+like complete ones; only complete rows are candidates for re-seeding a collapsed component. With
+``standardize``, an incomplete record is standardised on its observed features. Nothing is
+imputed for prediction: the learned statistics are expectations, not values.
+
+During the warm-up, incomplete records are skipped and counted (``n_incomplete_skipped_``): the
+warm-up batch EM and the frozen ``standardize`` scale are computed from complete rows. A record with
+no observed feature of the schema has nothing to learn from and is skipped too.
+``learn_incomplete=False`` restores the former policy: every incomplete record is skipped (counted).
 
 Before the warm-up is over, ``predict_one`` returns cluster 0, ``predict_proba_one`` the uniform
 distribution over the components and ``score_one`` 0.0 (:class:`GMMAnomalyDetector`: the score of a
@@ -72,7 +96,7 @@ from online_gmm._batch import BatchInit
 from online_gmm._em import GaussianParams, Scorer
 from online_gmm._gaussian import KERNELS
 from online_gmm._init import INIT_METHODS
-from online_gmm._marginal import MarginalCache, RowScorer
+from online_gmm._marginal import MarginalCache, RowScorer, incomplete_statistics
 from online_gmm._online import OnlineEM
 from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
@@ -143,7 +167,7 @@ class _DictGMM:
                  t0: float = 2.0, step_unit: float = 1000.0, halflife: float | None = None,
                  init_params: str = "kmeans", warm_up_n_init: int = 3, max_iter: int = 100,
                  tol: float = 1e-3, min_weight: float | None = None, standardize: bool = False,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, learn_incomplete: bool = True) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.update_every = update_every
@@ -160,6 +184,7 @@ class _DictGMM:
         self.min_weight = min_weight
         self.standardize = standardize
         self.seed = seed
+        self.learn_incomplete = learn_incomplete
         self._validate()
         self._reset()
 
@@ -188,12 +213,15 @@ class _DictGMM:
             raise ValueError(f"standardize must be True or False, got {self.standardize!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
+        if type(self.learn_incomplete) not in (bool, np.bool_):
+            raise ValueError(f"learn_incomplete must be True or False, got {self.learn_incomplete!r}")
 
     def _reset(self) -> None:
         self._keys: list[Hashable] | None = None     # the schema, fixed by the first record learned
         self._online: OnlineEM | None = None
         self._buf: np.ndarray | None = None          # (update_every, D) records awaiting an update
         self._n_buf = 0
+        self._n_buf_incomplete = 0                   # rows of the buffer with a missing feature (NaN)
         self._warm: list[np.ndarray] = []            # warm-up records, handed to the core at once
         self._n_warm = 0
         self._shift: np.ndarray | None = None        # standardize: frozen at the warm-up fit
@@ -203,10 +231,14 @@ class _DictGMM:
         self._marginals: MarginalCache | None = None
         self._fitted: _View | None = None            # the two above and the transform (standardize)
         self._pre = None                             # provisional warm-up scorer (anomaly detector)
-        #: records learned (complete, buffered included)
+        #: records learned, buffered included: complete ones and incomplete ones learned
         self.n_learned_ = 0
-        #: records not learned because a feature of the schema was missing, None, NaN or infinite
+        #: records with a feature of the schema missing, None, NaN or infinite (learned or skipped)
         self.n_incomplete_ = 0
+        #: incomplete records learned through their conditional expectations
+        self.n_incomplete_learned_ = 0
+        #: incomplete records not learned (warm-up, learn_incomplete=False, nothing observed)
+        self.n_incomplete_skipped_ = 0
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
@@ -230,6 +262,10 @@ class _DictGMM:
             self._warm, self._shift, self._scale, self._log_scale = [], None, None, None
             self._fitted = None
             self._n_warm = online.n_seen if online is not None and not online.initialised else 0
+        if "n_incomplete_skipped_" not in state:  # pickled before incomplete records were learned
+            self.learn_incomplete = False
+            self.n_incomplete_learned_, self.n_incomplete_skipped_ = 0, self.n_incomplete_
+            self._n_buf_incomplete = 0
         if online is not None and online.initialised:
             self._set_evaluators()
 
@@ -315,6 +351,7 @@ class _DictGMM:
             observed = [k for k, v in x.items() if self._finite(v)]
             if not observed:
                 self.n_incomplete_ += 1
+                self.n_incomplete_skipped_ += 1
                 return
             self._set_schema(observed)
             keys = self._keys
@@ -326,9 +363,14 @@ class _DictGMM:
             ok = False
         if not ok:  # the slow path: big values whose sum overflows, or a missing feature
             row = self._values(x)
-            if np.isnan(row).any():
+            missing = np.isnan(row)
+            if missing.any():
                 self.n_incomplete_ += 1
-                return
+                if missing.all() or not (self.learn_incomplete and self._online.initialised):
+                    self.n_incomplete_skipped_ += 1
+                    return
+                self.n_incomplete_learned_ += 1
+                self._n_buf_incomplete += 1
             vals = row
         i = self._n_buf
         self._buf[i] = vals
@@ -340,22 +382,49 @@ class _DictGMM:
     def _apply(self, X: np.ndarray) -> None:
         """One stepwise update from the rows ``X`` (or warm-up buffering), then reset the buffer.
 
-        ``X`` is the learner's own buffer or a copy of it: it may be overwritten.
+        ``X`` is the learner's own buffer or a copy of it: it may be overwritten. After the warm-up
+        it may hold incomplete rows (NaN where missing), learned in the same update.
         """
         online = self._online
         if online.initialised:
             if self._scale is not None:
-                X -= self._shift
+                X -= self._shift                     # incomplete rows: on their observed features
                 X /= self._scale
-            online.step(X)
+            if self._n_buf_incomplete:
+                self._step_incomplete(X)
+            else:
+                online.step(X)
         else:
             self._warm.append(X.copy())
             self._n_warm += X.shape[0]
             if self._n_warm >= max(online.warm_up, self.n_components):
                 self._finish_warm_up()
         self._n_buf = 0
+        self._n_buf_incomplete = 0
         if online.initialised:
             self._set_evaluators()
+
+    def _step_incomplete(self, X: np.ndarray) -> None:
+        """One stepwise update from rows some of which have missing features (NaN).
+
+        The complete rows' statistics (the core E-step) and the incomplete rows' expected
+        statistics (:func:`~online_gmm._marginal.incomplete_statistics`: marginal responsibilities,
+        conditional means and covariances), both under the current parameters, are merged (Chan)
+        and applied in ONE :meth:`OnlineEM.step <online_gmm._online.OnlineEM.step>`; the incomplete
+        records count in the schedule's clock, and only complete rows are re-seeding candidates.
+        """
+        online = self._online
+        params = online.params
+        incomplete = np.isnan(X).any(axis=1)
+        Xc = np.ascontiguousarray(X[~incomplete])
+        stats, ll = online.scorer().expected_statistics(Xc)
+        marginals = self._marginals
+        if marginals is None or marginals.params is not params:
+            marginals = None
+        inc, inc_ll = incomplete_statistics(X[incomplete], params, marginals=marginals)
+        stats += inc
+        n_inc = int(incomplete.sum())
+        online.step(Xc, batch=(stats, ll + inc_ll), extra=(n_inc, float(n_inc)))
 
     def _set_evaluators(self) -> None:
         """One-row evaluators of the current parameters (after every update)."""
@@ -400,15 +469,21 @@ class _DictGMM:
             has = np.flatnonzero(finite.any(axis=1))
             if has.size == 0:
                 self.n_incomplete_ += len(X)
+                self.n_incomplete_skipped_ += len(X)
                 return
             first = int(has[0])
             self.n_incomplete_ += first
+            self.n_incomplete_skipped_ += first
             self._set_schema([c for c, f in zip(X.columns, finite[first]) if f])
             X = X.iloc[first:]
         A = self._frame(X)
-        complete = np.isfinite(A).all(axis=1)
-        self.n_incomplete_ += int((~complete).sum())
-        A = A[complete]
+        missing = np.isnan(A)
+        incomplete = missing.any(axis=1)
+        n_inc = int(incomplete.sum())
+        if n_inc:
+            self.n_incomplete_ += n_inc
+            self._learn_rows_incomplete(A, missing, incomplete)
+            return
         m = self.update_every
         pos = 0
         while pos < A.shape[0]:
@@ -417,6 +492,35 @@ class _DictGMM:
             self._n_buf += take
             self.n_learned_ += take
             pos += take
+            if self._n_buf == m:
+                self._apply(self._buf)
+
+    def _learn_rows_incomplete(self, A: np.ndarray, missing: np.ndarray, incomplete: np.ndarray
+                               ) -> None:
+        """``learn_many`` for rows some of which are incomplete: the rows ``learn_one`` would
+        buffer, at the same boundaries. Between two updates the policy is fixed: complete rows only
+        during the warm-up (or with ``learn_incomplete=False``), afterwards every row with an
+        observed feature."""
+        complete_idx = np.flatnonzero(~incomplete)
+        learnable_idx = np.flatnonzero(~missing.all(axis=1)) if self.learn_incomplete else complete_idx
+        m = self.update_every
+        n = A.shape[0]
+        pos = 0
+        while pos < n:
+            idx = learnable_idx if self._online.initialised else complete_idx
+            start = int(np.searchsorted(idx, pos))
+            need = m - self._n_buf
+            take = idx[start: start + need]
+            end = int(take[-1]) + 1 if take.size == need else n
+            k = take.size
+            self._buf[self._n_buf: self._n_buf + k] = A[take]
+            learned = int(incomplete[take].sum())
+            self._n_buf_incomplete += learned
+            self.n_incomplete_learned_ += learned
+            self.n_incomplete_skipped_ += int(incomplete[pos:end].sum()) - learned
+            self._n_buf += k
+            self.n_learned_ += k
+            pos = end
             if self._n_buf == m:
                 self._apply(self._buf)
 
@@ -661,6 +765,10 @@ _PARAMS_DOC = """
         scores stay densities of the records in their own units. See :mod:`online_gmm.river`.
     seed
         Random seed (warm-up initialisation, re-seeding).
+    learn_incomplete
+        After the warm-up fit, learn records with missing features through their conditional
+        expectations under the current mixture (exact EM for data missing at random; see
+        :mod:`online_gmm.river`). False skips them (they are only counted).
 
     Attributes
     ----------
@@ -669,9 +777,17 @@ _PARAMS_DOC = """
     params_ : GaussianParams or None
         The current parameters.
     n_learned_ : int
-        Complete records learned (buffered ones included).
+        Records learned, buffered ones included: complete records plus the incomplete records
+        learned (``n_incomplete_learned_``).
     n_incomplete_ : int
-        Records not learned because a feature of the schema was missing.
+        Records with a feature of the schema missing, None, NaN or infinite, learned or not:
+        ``n_incomplete_ == n_incomplete_learned_ + n_incomplete_skipped_``.
+    n_incomplete_learned_ : int
+        Incomplete records learned through their conditional expectations (after the warm-up
+        fit, with ``learn_incomplete=True`` and at least one feature of the schema observed).
+    n_incomplete_skipped_ : int
+        Incomplete records not learned: during the warm-up, with ``learn_incomplete=False``, or
+        with no feature of the schema observed.
     n_pending_ : int
         Records buffered, not yet visible in predictions.
     shift_, scale_ : ndarray of shape (n_features,) or None
@@ -685,8 +801,9 @@ class OnlineGMM(_DictGMM, base.Clusterer):
     ``learn_one`` buffers records and applies one stepwise EM update every ``update_every`` records;
     ``predict_one`` is the most probable component, ``predict_proba_one`` the posterior, and
     ``score_one`` the negative log-likelihood (higher is more anomalous). Missing features are
-    marginalised exactly; see :mod:`online_gmm.river` for the feature policy and for when a learned
-    record becomes visible.
+    marginalised exactly in predictions, and records with missing features are learned through
+    their conditional expectations (EM for incomplete data); see :mod:`online_gmm.river` for the
+    feature policy and for when a learned record becomes visible.
     """ + _PARAMS_DOC + """
     Examples
     --------
@@ -705,6 +822,9 @@ class OnlineGMM(_DictGMM, base.Clusterer):
     >>> proba = model.predict_proba_one({"a": 6.0})     # "b" missing: marginalised
     >>> round(max(proba.values()), 3)
     1.0
+    >>> model.learn_one({"a": -6.5})                    # learned through E[b | a] (and its variance)
+    >>> model.n_incomplete_, model.n_incomplete_learned_
+    (1, 1)
     >>> model.score_one({"a": 6.0, "b": 6.0}) < model.score_one({"a": 0.0, "b": 0.0})
     True
     """

@@ -168,20 +168,28 @@ def test_pickle_after_predictions_round_trips():
 @pytest.mark.parametrize("ctype", CTYPES)
 @pytest.mark.parametrize("update_every", [1, 16, 50])
 @pytest.mark.parametrize("standardize", [False, True])
-def test_learn_many_equals_learn_one(ctype, update_every, standardize):
+@pytest.mark.parametrize("learn_incomplete", [True, False])
+def test_learn_many_equals_learn_one(ctype, update_every, standardize, learn_incomplete):
     stream = [x for x, _ in _stream(n=400, seed=1)]
-    stream[7] = {**stream[7], "f2": None}              # incomplete records: skipped by both
-    stream[300] = {**stream[300], "f3": math.nan}
+    stream[7] = {**stream[7], "f2": None}              # during the warm-up: skipped by both
+    stream[300] = {**stream[300], "f3": math.nan}      # after it: learned (learn_incomplete=True)
+    stream[150] = {k: v for k, v in stream[150].items() if k not in ("f0", "f1")}
+    stream[200] = {**stream[200], "f5": None}
+    stream[151] = {k: None for k in stream[151]}       # nothing observed: skipped by both
     one = OnlineGMM(n_components=3, covariance_type=ctype, warm_up=100,
-                    update_every=update_every, standardize=standardize, seed=0)
+                    update_every=update_every, standardize=standardize, seed=0,
+                    learn_incomplete=learn_incomplete)
     many = one.clone()
     for x in stream:
         one.learn_one(x)
     frame = pd.DataFrame(stream)
     for a, b in [(0, 5), (5, 123), (123, 301), (301, 400)]:   # chunks that cut across updates
         many.learn_many(frame.iloc[a:b])
-    assert one.n_learned_ == many.n_learned_ == 398
-    assert one.n_incomplete_ == many.n_incomplete_ == 2
+    learned = 3 if learn_incomplete else 0
+    assert one.n_learned_ == many.n_learned_ == 395 + learned
+    assert one.n_incomplete_ == many.n_incomplete_ == 5
+    assert one.n_incomplete_learned_ == many.n_incomplete_learned_ == learned
+    assert one.n_incomplete_skipped_ == many.n_incomplete_skipped_ == 5 - learned
     assert one.n_pending_ == many.n_pending_
     assert one.online_.n_updates == many.online_.n_updates
     for name in ("weights", "means", "precisions_cholesky"):
@@ -398,8 +406,17 @@ def test_unseen_features_are_ignored_and_incomplete_records_counted():
     n = model.n_learned_
     model.learn_one({k: v for k, v in x.items() if k != "f0"})
     model.learn_one({**x, "f1": "text"})
-    assert model.n_learned_ == n and model.n_incomplete_ == 2
+    model.learn_one({"new": 1.0})                      # nothing of the schema observed: skipped
+    assert model.n_learned_ == n + 2 and model.n_incomplete_ == 3
+    assert model.n_incomplete_learned_ == 2 and model.n_incomplete_skipped_ == 1
     assert model.features_ == [f"f{j}" for j in range(6)]
+    old = OnlineGMM(n_components=2, warm_up=60, update_every=8, seed=0, learn_incomplete=False)
+    for x in stream:
+        old.learn_one(x)
+    n = old.n_learned_
+    old.learn_one({k: v for k, v in x.items() if k != "f0"})
+    old.learn_one({**x, "f1": "text"})
+    assert old.n_learned_ == n and old.n_incomplete_ == old.n_incomplete_skipped_ == 2
 
 
 def test_schema_ignores_dict_order():
