@@ -247,13 +247,8 @@ class Scorer:
             chunk = SufficientStatistics.from_resp(
                 buf["centred"], resp, w, covariance_type=ctype, buf=buf["z"],
                 centre=self.prep["c"], squares=buf.get("squares"))
-            if stats is None:
-                stats = chunk
-            else:
-                stats += chunk
-        if stats is None:
-            stats = SufficientStatistics.zeros(k_comp, d, ctype)
-        return stats, total
+            stats = SufficientStatistics.accumulate(stats, chunk)
+        return (stats if stats is not None else SufficientStatistics.zeros(k_comp, d, ctype)), total
 
 
 def _flat(buf: np.ndarray, shape: tuple) -> np.ndarray:

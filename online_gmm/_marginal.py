@@ -325,13 +325,8 @@ def _conditional_statistics(X: np.ndarray, rows: np.ndarray, missing: np.ndarray
                                                resp.reshape(k_comp * m, k_comp), w_all,
                                                covariance_type=ctype)
         chunk.scatter += term
-        if stats is None:
-            stats = chunk
-        else:
-            stats += chunk
-    if stats is None:
-        stats = SufficientStatistics.zeros(k_comp, d, ctype)
-    return stats, total
+        stats = SufficientStatistics.accumulate(stats, chunk)
+    return (stats if stats is not None else SufficientStatistics.zeros(k_comp, d, ctype)), total
 
 
 def incomplete_statistics(X, params: GaussianParams, sample_weight=None, *,
@@ -414,10 +409,5 @@ def incomplete_statistics(X, params: GaussianParams, sample_weight=None, *,
     if rest.size:
         inc, ll = _conditional_statistics(X, rest, missing, params, w, marginals)
         total += ll
-        if stats is None:
-            stats = inc
-        else:
-            stats += inc
-    if stats is None:
-        stats = SufficientStatistics.zeros(k_comp, d, ctype)
-    return stats, total
+        stats = SufficientStatistics.accumulate(stats, inc)
+    return (stats if stats is not None else SufficientStatistics.zeros(k_comp, d, ctype)), total

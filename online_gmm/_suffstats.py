@@ -172,6 +172,16 @@ class SufficientStatistics:
         self.weights = w
         return self
 
+    @staticmethod
+    def accumulate(total: "SufficientStatistics | None", part: "SufficientStatistics"
+                   ) -> "SufficientStatistics":
+        """``total += part`` (Chan's merge, in place), or ``part`` itself when ``total`` is None:
+        the running sum of a loop over chunks."""
+        if total is None:
+            return part
+        total += part
+        return total
+
     def __add__(self, other: "SufficientStatistics") -> "SufficientStatistics":
         out = self.copy()
         out += other

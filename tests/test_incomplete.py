@@ -12,9 +12,10 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from _params import dense_cov as _dense_cov
+from _params import random_params
 import online_gmm._marginal as marginal_mod
-from online_gmm._em import GaussianParams, Scorer, run_em
-from online_gmm._gaussian import get_kernel
+from online_gmm._em import Scorer, run_em
 from online_gmm._init import initial_params
 from online_gmm._marginal import MarginalCache, incomplete_statistics
 from online_gmm.river import GMMAnomalyDetector, OnlineGMM
@@ -23,27 +24,7 @@ CTYPES = ["full", "tied", "diag", "spherical"]
 
 
 def _random_params(ctype, k=3, d=4, seed=0):
-    rng = np.random.RandomState(seed)
-    means = rng.normal(0, 2, (k, d))
-    weights = rng.dirichlet(np.ones(k) * 3)
-    if ctype == "full":
-        a = rng.normal(size=(k, d, d))
-        cov = a @ np.swapaxes(a, 1, 2) + np.eye(d)
-    elif ctype == "tied":
-        a = rng.normal(size=(d, d))
-        cov = a @ a.T + np.eye(d)
-    elif ctype == "diag":
-        cov = rng.uniform(0.5, 3.0, (k, d))
-    else:
-        cov = rng.uniform(0.5, 3.0, k)
-    return GaussianParams(ctype, weights, means, cov, get_kernel(ctype).precision_cholesky(cov))
-
-
-def _dense_cov(params, k):
-    cov = params.covariances
-    d = params.n_features
-    return {"full": lambda: cov[k], "tied": lambda: cov, "diag": lambda: np.diag(cov[k]),
-            "spherical": lambda: np.eye(d) * cov[k]}[params.covariance_type]()
+    return random_params(ctype, k, d, seed, mean_scale=2.0, weight_alpha=3.0)
 
 
 def _conditional(mu, S, x):

@@ -14,8 +14,9 @@ from river import compose, preprocessing
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from online_gmm._em import GaussianParams, Scorer
-from online_gmm._gaussian import get_kernel
+from _params import dense_cov as _dense_cov
+from _params import random_params as _random_params
+from online_gmm._em import Scorer
 from online_gmm._marginal import MarginalCache, RowScorer, marginal_params
 from online_gmm.river import GMMAnomalyDetector, OnlineGMM
 
@@ -32,28 +33,6 @@ def _stream(n=300, d=6, seed=0, outliers=0.03):
     return [({f"f{j}": float(v) for j, v in enumerate(row)}, bool(t)) for row, t in zip(X, y)]
 
 
-def _random_params(ctype, k=3, d=4, seed=0):
-    rng = np.random.RandomState(seed)
-    means = rng.normal(0, 3, (k, d))
-    weights = rng.dirichlet(np.ones(k))
-    if ctype == "full":
-        a = rng.normal(size=(k, d, d))
-        cov = a @ np.swapaxes(a, 1, 2) + np.eye(d)
-    elif ctype == "tied":
-        a = rng.normal(size=(d, d))
-        cov = a @ a.T + np.eye(d)
-    elif ctype == "diag":
-        cov = rng.uniform(0.5, 3.0, (k, d))
-    else:
-        cov = rng.uniform(0.5, 3.0, k)
-    return GaussianParams(ctype, weights, means, cov, get_kernel(ctype).precision_cholesky(cov))
-
-
-def _dense_cov(params, k):
-    cov = params.covariances
-    d = params.n_features
-    return {"full": lambda: cov[k], "tied": lambda: cov, "diag": lambda: np.diag(cov[k]),
-            "spherical": lambda: np.eye(d) * cov[k]}[params.covariance_type]()
 
 
 def _scipy_marginal_logpdf(params, x, idx):
