@@ -112,9 +112,8 @@ def _symmetrize(m: np.ndarray) -> np.ndarray:
     return m
 
 
-#: rows per block when a scatter is formed without a caller's buffer (bounded scratch memory)
-_BLOCK_FLOATS = 1 << 18
-#: floats of one feature block of A in the full scatter (rows per pass follow from it)
+#: floats of one feature block of A in the full scatter: rows per pass follow from it, which bounds
+#: the scratch memory and keeps the block in cache
 _SCATTER_ROWS_FLOATS = 1 << 17
 
 
