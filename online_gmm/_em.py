@@ -9,6 +9,7 @@ map-reduce); :func:`run_em` is scikit-learn's EM loop on top of it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,6 +50,7 @@ class GaussianParams:
     covariances: np.ndarray | None
     precisions_cholesky: np.ndarray
     _prepared: dict | None = field(default=None, repr=False, compare=False)
+    _precisions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_components(self) -> int:
@@ -69,7 +71,10 @@ class GaussianParams:
         return self._prepared
 
     def precisions(self) -> np.ndarray:
-        return get_kernel(self.covariance_type).precisions(self.precisions_cholesky)
+        """Precision matrices from the Cholesky factors (computed once per parameter set)."""
+        if self._precisions is None:
+            self._precisions = get_kernel(self.covariance_type).precisions(self.precisions_cholesky)
+        return self._precisions
 
     def covariance_matrices(self) -> np.ndarray:
         """The covariances, derived from the precisions when the parameters were given that way."""
@@ -252,7 +257,7 @@ class Scorer:
 
 
 def _flat(buf: np.ndarray, shape: tuple) -> np.ndarray:
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     return buf.reshape(-1)[:size].reshape(shape)
 
 

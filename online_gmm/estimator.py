@@ -359,7 +359,15 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         self.means_ = params.means
         self.covariances_ = params.covariance_matrices()   # derived if given as precisions
         self.precisions_cholesky_ = params.precisions_cholesky
-        self.precisions_ = params.precisions()
+
+    @property
+    def precisions_(self) -> np.ndarray:
+        """Precision matrices (shape as ``covariances_``), derived from ``precisions_cholesky_``
+        when first read: ``partial_fit`` publishes new parameters on every call, and most callers
+        never read this."""
+        if not hasattr(self, "_params_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'precisions_'")
+        return self._params_.precisions()
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_params_")

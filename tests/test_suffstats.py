@@ -198,3 +198,43 @@ def test_full_triangular_blocks_equal_the_dense_products(d, monkeypatch):
     log_resp, _ = Scorer(params).log_resp(X)
     _, _, ref = _reference(X, np.exp(log_resp), np.ones(len(X)), "full")
     np.testing.assert_allclose(st_b.scatter, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch):
+    """The full scatter is formed from sums about the chunk's centre, corrected by the component
+    means. For a tight component far from the centre the correction cancels most digits; the guard
+    recomputes exactly that component centred on its own mean. Without the guard the same case
+    loses many digits, so the test shows the guard is what keeps it exact."""
+    from online_gmm import _gaussian
+
+    rng = np.random.RandomState(5)
+    d = 7
+    X = rng.normal(size=(1200, d)) * 100.0
+    X[:400] = 1e3 + rng.normal(size=(400, d)) * 1e-3 @ rng.normal(size=(d, d))
+    resp = np.zeros((1200, 3))
+    resp[:400, 0] = 1.0
+    resp[400:, 1:] = rng.dirichlet([1.0, 1.0], size=800)
+    w = np.ones(len(X))
+    calls = []
+    exact = _gaussian._scatter_centred_full
+
+    def counting(Xc, r, nk, means, *args, **kwargs):
+        calls.append(r.shape[1])
+        return exact(Xc, r, nk, means, *args, **kwargs)
+
+    monkeypatch.setattr(_gaussian, "_scatter_centred_full", counting)
+    if not guard:
+        monkeypatch.setattr(_gaussian, "_CANCEL", 0.0)
+    centre = np.full(d, 1e3 / 3)                       # as the Scorer centres: mean of the means
+    stats = SufficientStatistics.from_resp(X - centre, resp, covariance_type="full")
+    _, _, ref = _reference(X, resp, w, "full")
+    err = np.abs(stats.scatter - ref).max(axis=(1, 2)) / np.abs(ref).max(axis=(1, 2))
+    if guard:
+        assert calls == [1], calls                        # the far tight component, no other
+        assert err.max() < 1e-9, err
+    else:
+        assert calls == []
+        assert err[0] > 1e-6, err                         # many digits lost without the guard
+    np.testing.assert_allclose(stats.scatter[1:], ref[1:], rtol=1e-10,
+                               atol=1e-12 * np.abs(ref[1:]).max())
