@@ -26,8 +26,10 @@ chosen by one lookup in :data:`KERNELS` on ``covariance_type``:
     free covariance parameters, for BIC/AIC.
 
 The data is always shifted by a centre ``c`` (the mean of the component means) before products are
-formed, so that data offset by 1e8 loses no precision in the expansions used for tied, diag and
-spherical covariances.
+formed, so that data offset by 1e8 loses no precision in the expansions used for the log-densities
+of tied, diag and spherical covariances and for the full, diag and spherical scatters (whose
+remaining cancellation, a tight component far from ``c``, is caught by a guard and recomputed
+centred on the component's own mean).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def _symmetrize(m: np.ndarray) -> np.ndarray:
 
 #: floats of one feature block of A in the full scatter: rows per pass follow from it, which bounds
 #: the scratch memory and keeps the block in cache
-_SCATTER_ROWS_FLOATS = 1 << 17
+_SCATTER_ROWS_FLOATS = 1 << 18
 
 
 def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
@@ -136,11 +138,15 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     # product. Row blocks of data bound the scratch memory; the sums are additive over them.
     n, d = Xc.shape
     k_comp = resp.shape[1]
-    blocks = _tri_blocks(d) if _use_blocks(n, k_comp, d) else ((0, d),)
+    if not _use_blocks(n, k_comp, d):
+        # a few rows: the exact path costs little, and the shifted sums of a chunk with little
+        # spread (one row: none) would cancel and send most components through the guard anyway
+        return _scatter_centred_full(Xc, resp, nk, means, buf)
+    blocks = _tri_blocks(d)
     bmax = max(hi - lo for lo, hi in blocks)
-    # the Scorer's chunk is stored transposed, (D, rows) contiguous: used as it is in one pass
-    given_t = Xc.T.flags.c_contiguous and k_comp * bmax * n <= 2 * _SCATTER_ROWS_FLOATS
-    step = n if given_t else max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
+    # the Scorer's chunk is stored transposed, (D, rows) contiguous: read in place, not copied
+    given_t = Xc.T.flags.c_contiguous
+    step = max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
     if buf is None or not buf.flags.c_contiguous or buf.size < (k_comp * bmax + d) * step:
         buf = np.empty((k_comp * bmax + d) * step)
     rt = np.ascontiguousarray(resp.T)              # the Scorer's (K, rows) buffer: not copied
@@ -152,7 +158,7 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
         hi_r = min(n, lo_r + step)
         m = hi_r - lo_r
         if given_t:
-            xt = Xc.T
+            xt = Xc.T[:, lo_r:hi_r]
         else:
             xt = flat[: d * m].reshape(d, m)
             np.copyto(xt, Xc[lo_r:hi_r].T)

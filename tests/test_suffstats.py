@@ -205,7 +205,8 @@ def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch)
     """The full scatter is formed from sums about the chunk's centre, corrected by the component
     means. For a tight component far from the centre the correction cancels most digits; the guard
     recomputes exactly that component centred on its own mean. Without the guard the same case
-    loses many digits, so the test shows the guard is what keeps it exact."""
+    loses many digits, so the test shows the guard is what keeps it exact. (Small chunks take the
+    exact path directly.)"""
     from online_gmm import _gaussian
 
     rng = np.random.RandomState(5)
@@ -224,6 +225,7 @@ def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch)
         return exact(Xc, r, nk, means, *args, **kwargs)
 
     monkeypatch.setattr(_gaussian, "_scatter_centred_full", counting)
+    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)      # the shifted path (large chunks)
     if not guard:
         monkeypatch.setattr(_gaussian, "_CANCEL", 0.0)
     centre = np.full(d, 1e3 / 3)                       # as the Scorer centres: mean of the means
@@ -238,3 +240,14 @@ def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch)
         assert err[0] > 1e-6, err                         # many digits lost without the guard
     np.testing.assert_allclose(stats.scatter[1:], ref[1:], rtol=1e-10,
                                atol=1e-12 * np.abs(ref[1:]).max())
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_one_row_has_exactly_zero_scatter(ctype):
+    """One row about its own mean has no spread: the scatter is exactly zero (the shifted sums of
+    diag and spherical cancel completely here and the guard recomputes; full takes the exact path
+    for small chunks), far from the origin too."""
+    x = np.array([[1e6 + 0.1, -3e5, 7.25, 1e-3]])
+    stats = SufficientStatistics.from_resp(x, np.array([[0.25, 0.75]]), covariance_type=ctype)
+    assert np.all(stats.scatter == 0.0)
+    np.testing.assert_array_equal(stats.means, np.vstack([x, x]))
