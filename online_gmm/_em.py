@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from online_gmm._gaussian import get_kernel
+from online_gmm._gaussian import ONE_PASS_FLOATS, get_kernel
 from online_gmm._suffstats import SufficientStatistics
 
 __all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em"]
@@ -136,6 +136,9 @@ class Scorer:
         if self._buf is None or self._buf["xc"].shape[0] < rows:
             k_comp, d = self.params.means.shape
             width = max(self.prep["row_floats"], k_comp, d)
+            wide = self.prep.get("one_pass_row_floats", 0)
+            if rows * wide <= ONE_PASS_FLOATS:
+                width = max(width, wide)            # the kernel's one-pass products of a small chunk
             # "z": the log-sum-exp's (K, rows) and the statistics' scratch (the full scatter's
             # feature block of A, x^T and [1 | x])
             z_width = max(width + d, self.prep.get("stat_floats", 0))

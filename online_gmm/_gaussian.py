@@ -69,6 +69,10 @@ _TRI_BLOCK = 4
 _MAX_BLOCKS = 16
 #: rows x components x features^2 below which one dense block is cheaper (per-call overhead)
 _TRI_MIN_WORK = 1 << 20
+#: a chunk whose K x D x rows products fit in this many floats keeps all blocks' products together:
+#: one reduction (E-step) and one multiplication (scatter) for all blocks instead of one per block,
+#: which is most of the per-call cost at partial_fit batch sizes
+ONE_PASS_FLOATS = 1 << 17
 
 
 @functools.lru_cache(maxsize=64)
@@ -87,11 +91,13 @@ def _use_blocks(n: int, k_comp: int, d: int) -> bool:
 @functools.lru_cache(maxsize=64)
 def _block_gather(k_comp: int, d: int) -> tuple[np.ndarray, tuple[tuple[int, int, int], ...]]:
     """Flat indices of every triangular block's entries in a (K, D, D + 1) array, and per block
-    ``(lo, hi, offset)`` into the gathered vector: one ``take`` builds all blocks."""
+    ``(lo, hi, offset)`` into the gathered vector: one ``take`` builds all blocks. A block's rows
+    are feature-major, (feature, component), so that consecutive blocks' products stack into one
+    (D, K, rows) array."""
     idx = np.arange(k_comp * d * (d + 1)).reshape(k_comp, d, d + 1)
     parts, layout, off = [], [], 0
     for lo, hi in _tri_blocks(d):
-        part = idx[:, lo:hi, : hi + 1].ravel()
+        part = idx[:, lo:hi, : hi + 1].transpose(1, 0, 2).ravel()
         parts.append(part)
         layout.append((lo, hi, off))
         off += part.size
@@ -133,8 +139,8 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     # recomputed exactly, centred on its own mean (_scatter_centred_full). Otherwise an entry's
     # error stays below ~1e-10 sqrt(S_jj S_ll), the order of the sums' own rounding.
     # Only the upper block triangle is formed (see _tri_blocks), then mirrored. Per feature
-    # block, r_k x^T is built component-major, shape (K, b, rows), so the multiplication runs along
-    # the rows; all components share one (hi, rows) @ (rows, K*b) product. Passes over row ranges
+    # block, r_k x^T is built feature-major, shape (b, K, rows), so the multiplication runs along
+    # the rows; all components share one (hi, rows) @ (rows, b*K) product. Passes over row ranges
     # bound the scratch memory (a Scorer's chunk is one pass); the sums are additive over them.
     n, d = Xc.shape
     k_comp = resp.shape[1]
@@ -146,13 +152,15 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     bmax = max(hi - lo for lo, hi in blocks)
     # the Scorer's chunk is stored transposed, (D, rows) contiguous: read in place, not copied
     given_t = Xc.T.flags.c_contiguous
-    step = max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
-    if buf is None or not buf.flags.c_contiguous or buf.size < (k_comp * bmax + d) * step:
-        buf = np.empty((k_comp * bmax + d) * step)
+    one_pass = k_comp * d * n <= ONE_PASS_FLOATS
+    step = n if one_pass else max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
+    need = ((k_comp * d if one_pass else k_comp * bmax) + d) * step
+    if buf is None or not buf.flags.c_contiguous or buf.size < need:
+        buf = np.empty(need)
     rt = np.ascontiguousarray(resp.T)              # the Scorer's (K, rows) buffer: not copied
     up = np.zeros((k_comp, d, d))
     # per block, rows :hi of columns lo:hi of every P_k, summed in the product's own layout
-    accs = {(lo, hi): np.empty((hi, k_comp * (hi - lo))) for lo, hi in blocks}
+    accs = {(lo, hi): np.empty((hi, (hi - lo) * k_comp)) for lo, hi in blocks}
     flat = buf.reshape(-1)
     for lo_r in range(0, n, step):
         hi_r = min(n, lo_r + step)
@@ -163,16 +171,22 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
             xt = flat[: d * m].reshape(d, m)
             np.copyto(xt, Xc[lo_r:hi_r].T)
         a_flat = flat[d * m:]
-        r = rt[:, None, lo_r:hi_r]
+        r = rt[None, :, lo_r:hi_r]
+        if one_pass:                               # r_k x^T of every block in one multiplication
+            a_all = a_flat[: d * k_comp * m].reshape(d, k_comp, m)
+            np.multiply(xt[:, None, :], r, out=a_all)
         for lo, hi in blocks:
-            a = a_flat[: k_comp * (hi - lo) * m].reshape(k_comp, hi - lo, m)
-            np.multiply(xt[None, lo:hi], r, out=a)
+            if one_pass:
+                a = a_all[lo:hi]
+            else:
+                a = a_flat[: (hi - lo) * k_comp * m].reshape(hi - lo, k_comp, m)
+                np.multiply(xt[lo:hi, None, :], r, out=a)
             if lo_r == 0:
-                np.matmul(xt[:hi], a.reshape(-1, m).T, out=accs[(lo, hi)])       # (hi, K * b)
+                np.matmul(xt[:hi], a.reshape(-1, m).T, out=accs[(lo, hi)])       # (hi, b * K)
             else:
                 accs[(lo, hi)] += xt[:hi] @ a.reshape(-1, m).T
     for (lo, hi), acc in accs.items():
-        up[:, :hi, lo:hi] = acc.reshape(hi, k_comp, hi - lo).transpose(1, 0, 2)
+        up[:, :hi, lo:hi] = acc.reshape(hi, hi - lo, k_comp).transpose(2, 0, 1)
     # mirror: the strictly upper blocks once each way, the diagonal blocks (formed whole) halved
     out = up + np.swapaxes(up, 1, 2)
     for lo, hi in blocks:
@@ -466,7 +480,8 @@ def _prepare_full(means, pc):
     return {"c": c, "blocks": blocks, "bmax": bmax, "aug": aug.reshape(k_comp * d, d + 1),
             "uT": u_t, "bcol": b_all.reshape(-1, 1),
             "logdet": logdet, "const": _const(logdet, d), "K": k_comp, "D": d,
-            "row_floats": k_comp * (bmax + 1), "stat_floats": k_comp * bmax + 2 * d + 1}
+            "row_floats": k_comp * (bmax + 1), "stat_floats": k_comp * bmax + 2 * d + 1,
+            "one_pass_row_floats": k_comp * d}
 
 
 def _log_prob_full(X, prep, out, buf):
@@ -486,13 +501,20 @@ def _log_prob_full(X, prep, out, buf):
         np.einsum("kdn,kdn->kn", y3, y3, out=out_t)
         return _finish(out, prep)
     blocks, bmax = prep["blocks"], prep["bmax"]
+    if k_comp * d * n <= ONE_PASS_FLOATS and buf["y"].size >= k_comp * d * n:
+        # every block's rows of U^T (x - mu) in one (D, K, n) array, squared and summed at once
+        y = _scratch(buf["y"], (d, k_comp, n))
+        for lo, hi, ub in blocks:
+            np.matmul(ub, xt1[: hi + 1], out=y[lo:hi].reshape(-1, n))
+        np.einsum("dkn,dkn->kn", y, y, out=out_t)
+        return _finish(out, prep)
     flat = _scratch(buf["y"], (k_comp * (bmax + 1) * n,))
     tmp = flat[k_comp * bmax * n:].reshape(k_comp, n)
     for j, (lo, hi, ub) in enumerate(blocks):
         y = np.matmul(ub, xt1[: hi + 1], out=flat[: k_comp * (hi - lo) * n].reshape(-1, n))
-        y3 = y.reshape(k_comp, hi - lo, n)
+        y3 = y.reshape(hi - lo, k_comp, n)
         # one pass for the squares and their sum (square then sum is two)
-        np.einsum("kbn,kbn->kn", y3, y3, out=out_t if j == 0 else tmp)
+        np.einsum("bkn,bkn->kn", y3, y3, out=out_t if j == 0 else tmp)
         if j:
             out_t += tmp
     return _finish(out, prep)

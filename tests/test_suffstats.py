@@ -169,13 +169,20 @@ def test_scorer_pass_equals_two_pass_reference(ctype, case):
     np.testing.assert_allclose(stats.scatter, scatter, rtol=rtol, atol=rtol * scale * 1e-3)
 
 
+@pytest.mark.parametrize("one_pass", [True, False])
 @pytest.mark.parametrize("d", [4, 9, 13, 23])
-def test_full_triangular_blocks_equal_the_dense_products(d, monkeypatch):
+def test_full_triangular_blocks_equal_the_dense_products(d, one_pass, monkeypatch):
     """The full kernel skips U^T's zeros and the scatter's mirrored half in row blocks once a chunk
-    holds enough work; both paths give the same log-densities and statistics (and the reference)."""
-    from online_gmm import _gaussian
+    holds enough work; both paths give the same log-densities and statistics (and the reference).
+    The blocks' products are either kept together (small chunks: one reduction, one
+    multiplication) or handled block by block (large chunks); both are checked."""
+    from online_gmm import _em, _gaussian
     from online_gmm._em import Scorer
     from online_gmm._init import initial_params
+
+    if not one_pass:
+        monkeypatch.setattr(_gaussian, "ONE_PASS_FLOATS", 0)
+        monkeypatch.setattr(_em, "ONE_PASS_FLOATS", 0)
 
     rng = np.random.RandomState(d)
     X = rng.normal(size=(900, d)) @ rng.normal(size=(d, d)) + rng.normal(0, 3, size=d)
