@@ -191,9 +191,10 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     out = up + np.swapaxes(up, 1, 2)
     for lo, hi in blocks:
         out[:, lo:hi, lo:hi] *= 0.5
-    raw = np.einsum("kjj->kj", out).copy()
-    out -= _symmetrize((nk[:, None] * means)[:, :, None] * means[:, None, :])
-    bad = np.any(np.einsum("kjj->kj", out) < _CANCEL * raw, axis=1) & (nk > 0)
+    raw = np.diagonal(out, axis1=1, axis2=2) * _CANCEL
+    v = np.sqrt(nk)[:, None] * means                   # n_k mu mu^T as v v^T: exactly symmetric
+    out -= v[:, :, None] * v[:, None, :]
+    bad = (np.diagonal(out, axis1=1, axis2=2) < raw).any(axis=1) & (nk > 0)
     if bad.any():
         out[bad] = _scatter_centred_full(Xc, resp[:, bad], nk[bad], means[bad])
     return out
