@@ -127,7 +127,8 @@ class Scorer:
         self._wprep = dict(self.prep, const=self.prep["const"] + self.prep["logw"])
         k_comp, d = params.means.shape
         width = self.prep.get("row_floats", k_comp * d)
-        self.rows = int(max(256, min(_MAX_ROWS, self.chunk_floats // max(1, width))))
+        rows = max(self.prep.get("min_rows", 256), self.chunk_floats // max(1, width))
+        self.rows = int(min(_MAX_ROWS, rows))
         self._buf: dict[str, np.ndarray] | None = None
 
     def _buffers(self, n: int | None = None) -> dict[str, np.ndarray]:

@@ -556,7 +556,11 @@ def _prepare_separable(means, prec, logdet):
     return {"c": c, "w": w, "w1h": -0.5 * w[:, :d], "w2h": -0.5 * w[:, d:], "mpmcol": mpm.copy(),
             "mpmh": -0.5 * mpm,
             "logdet": logdet, "const": _const(logdet, d), "K": k_comp, "D": d,
-            "row_floats": 2 * d + k_comp}
+            "row_floats": 2 * d + k_comp,
+            # a few thousand rows per chunk whatever the width: the (K, D) @ (D, n) products are
+            # thin, and fewer, longer ones measured 5-10% faster per EM iteration at K=16, D=50
+            # (not a power of two: 4096 rows measured slower, strides of 32 KiB alias in cache)
+            "min_rows": 4500}
 
 
 def _prepare_diag(means, pc):
