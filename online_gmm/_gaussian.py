@@ -203,7 +203,8 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
 def _scatter_centred_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
                         buf: np.ndarray | None = None, squares: np.ndarray | None = None
                         ) -> np.ndarray:
-    # The exact path (components the shifted sums of _chunk_scatter_full would cancel):
+    # The exact path (small chunks, and components whose shifted sums in _chunk_scatter_full
+    # would cancel):
     # S_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T = A_k^T X - s_k mu_k^T, with A_k = r_k (X - mu_k)
     # centred on mu_k and s_k = sum_i A_ik (zero up to rounding). s_k comes out of the same product
     # as a column of the data augmented by ones: from A, its error scales with the spread of the
