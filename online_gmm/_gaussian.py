@@ -104,6 +104,31 @@ def _block_gather(k_comp: int, d: int) -> tuple[np.ndarray, tuple[tuple[int, int
     return np.concatenate(parts), tuple(layout)
 
 
+@functools.lru_cache(maxsize=64)
+def _scatter_layout(k_comp: int, d: int
+                    ) -> tuple[np.ndarray, tuple[tuple[int, int, int], ...], int]:
+    """Where the full scatter's triangular block products land in one flat accumulator.
+
+    Block ``(lo, hi)`` contributes the product ``(hi, (hi - lo) * K)``: rows ``:hi`` of columns
+    ``lo:hi`` of every P_k, columns feature-major (feature, component). Returns the flat index, for
+    every entry of the symmetric (K, D, D) result, of the accumulator element holding it (an
+    entry below the diagonal reads its mirror, so the result is exactly symmetric), per block
+    ``(lo, hi, offset)``, and the accumulator's size. One ``take`` then assembles all components.
+    """
+    layout, off = [], 0
+    index = np.empty((k_comp, d, d), dtype=np.intp)
+    k = np.arange(k_comp)[:, None, None]
+    for lo, hi in _tri_blocks(d):
+        rows = np.arange(hi)[None, :, None]
+        cols = np.arange(lo, hi)[None, None, :]
+        index[:, :hi, lo:hi] = off + rows * ((hi - lo) * k_comp) + (cols - lo) * k_comp + k
+        layout.append((lo, hi, off))
+        off += hi * (hi - lo) * k_comp
+    upper = np.triu(np.ones((d, d), dtype=bool))
+    index = np.where(upper, index, np.swapaxes(index, 1, 2))
+    return index.reshape(-1), tuple(layout), off
+
+
 # --------------------------------------------------------------------------------------------------
 # scatter of one chunk, centred on the chunk's own means
 # --------------------------------------------------------------------------------------------------
@@ -158,9 +183,12 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     if buf is None or not buf.flags.c_contiguous or buf.size < need:
         buf = np.empty(need)
     rt = np.ascontiguousarray(resp.T)              # the Scorer's (K, rows) buffer: not copied
-    up = np.zeros((k_comp, d, d))
-    # per block, rows :hi of columns lo:hi of every P_k, summed in the product's own layout
-    accs = {(lo, hi): np.empty((hi, (hi - lo) * k_comp)) for lo, hi in blocks}
+    # per block, rows :hi of columns lo:hi of every P_k, summed in the product's own layout, all
+    # in one flat accumulator that a single gather turns into the symmetric result
+    index, layout, size = _scatter_layout(k_comp, d)
+    total = np.empty(size)
+    accs = {(lo, hi): total[off: off + hi * (hi - lo) * k_comp].reshape(hi, (hi - lo) * k_comp)
+            for lo, hi, off in layout}
     flat = buf.reshape(-1)
     for lo_r in range(0, n, step):
         hi_r = min(n, lo_r + step)
@@ -185,12 +213,7 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
                 np.matmul(xt[:hi], a.reshape(-1, m).T, out=accs[(lo, hi)])       # (hi, b * K)
             else:
                 accs[(lo, hi)] += xt[:hi] @ a.reshape(-1, m).T
-    for (lo, hi), acc in accs.items():
-        up[:, :hi, lo:hi] = acc.reshape(hi, hi - lo, k_comp).transpose(2, 0, 1)
-    # mirror: the strictly upper blocks once each way, the diagonal blocks (formed whole) halved
-    out = up + np.swapaxes(up, 1, 2)
-    for lo, hi in blocks:
-        out[:, lo:hi, lo:hi] *= 0.5
+    out = total.take(index).reshape(k_comp, d, d)      # the upper triangle, mirrored
     raw = np.diagonal(out, axis1=1, axis2=2) * _CANCEL
     v = np.sqrt(nk)[:, None] * means                   # n_k mu mu^T as v v^T: exactly symmetric
     out -= v[:, :, None] * v[:, None, :]

@@ -169,31 +169,46 @@ def test_scorer_pass_equals_two_pass_reference(ctype, case):
     np.testing.assert_allclose(stats.scatter, scatter, rtol=rtol, atol=rtol * scale * 1e-3)
 
 
-@pytest.mark.parametrize("one_pass", [True, False])
+@pytest.mark.parametrize("mode", ["one_pass", "per_block", "row_passes"])
 @pytest.mark.parametrize("d", [4, 9, 13, 23])
-def test_full_triangular_blocks_equal_the_dense_products(d, one_pass, monkeypatch):
+def test_full_triangular_blocks_equal_the_dense_products(d, mode, monkeypatch):
     """The full kernel skips U^T's zeros and the scatter's mirrored half in row blocks once a chunk
     holds enough work; both paths give the same log-densities and statistics (and the reference).
     The blocks' products are either kept together (small chunks: one reduction, one
-    multiplication) or handled block by block (large chunks); both are checked."""
+    multiplication) or handled block by block (large chunks), and the scatter of a large chunk
+    may sum its blocks over several row ranges (bounded scratch); all three are checked."""
     from online_gmm import _em, _gaussian
     from online_gmm._em import Scorer
     from online_gmm._init import initial_params
 
-    if not one_pass:
+    if mode != "one_pass":
         monkeypatch.setattr(_gaussian, "ONE_PASS_FLOATS", 0)
         monkeypatch.setattr(_em, "ONE_PASS_FLOATS", 0)
+    if mode == "row_passes":    # passes of 97 rows: several per chunk, the last one shorter
+        bmax = max(hi - lo for lo, hi in _gaussian._tri_blocks(d))
+        monkeypatch.setattr(_gaussian, "_SCATTER_ROWS_FLOATS", 97 * 3 * bmax)
 
     rng = np.random.RandomState(d)
     X = rng.normal(size=(900, d)) @ rng.normal(size=(d, d)) + rng.normal(0, 3, size=d)
     params = initial_params(X, n_components=3, covariance_type="full", method="random_from_data",
                             reg_covar=1e-6, rng=np.random.RandomState(1))
     results = {}
+    exact_calls = []
+    exact = _gaussian._scatter_centred_full
+
+    def counting(Xc, r, *args, **kwargs):
+        exact_calls.append(r.shape[1])
+        return exact(Xc, r, *args, **kwargs)
+
     for name, work in (("dense", 1 << 62), ("blocks", 0)):
         monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", work)
         assert _gaussian._use_blocks(900, 3, d) == (name == "blocks")
+        monkeypatch.setattr(_gaussian, "_scatter_centred_full", counting if name == "blocks" else exact)
         scorer = Scorer(params)
         results[name] = (scorer.weighted_log_prob(X), scorer.expected_statistics(X))
+    # the blocked statistics came from the shifted sums themselves: the cancellation guard (which
+    # would recompute a wrong component exactly and hide the error) never fired
+    assert exact_calls == []
     assert len(_gaussian._tri_blocks(d)) == max(1, d // 4)
     (lp_d, (st_d, ll_d)), (lp_b, (st_b, ll_b)) = results["dense"], results["blocks"]
     np.testing.assert_allclose(lp_b, lp_d, rtol=1e-12, atol=1e-12 * np.abs(lp_d).max())
