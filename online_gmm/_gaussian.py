@@ -28,9 +28,9 @@ chosen by one lookup in :data:`KERNELS` on ``covariance_type``:
 The data is always shifted by a centre ``c`` (the mean of the component means) before products are
 formed, so that data offset by 1e8 loses no precision in the expansions used for the log-densities
 of tied, diag and spherical covariances and for the full, diag and spherical scatters (whose
-remaining cancellation, a tight component far from ``c``, is caught by a guard and recomputed
-centred on the component's own mean; a feature constant over the chunk, which cancels completely,
-has exactly zero scatter and is set so).
+remaining cancellation, a component tight in some feature relative to its distance from ``c``, is
+caught by a guard that recomputes just those entries centred on the component's own mean; a
+feature constant over the chunk, which cancels completely, has exactly zero scatter and is set so).
 """
 
 from __future__ import annotations
@@ -147,32 +147,53 @@ def _symmetrize(m: np.ndarray) -> np.ndarray:
     return m
 
 
-def _cancelled(Xc: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Components whose shifted-sum scatter must be recomputed exactly.
+def _constant_features(Xc: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """Among the features marked in ``low`` (K, D), those with one value on every row of the chunk.
 
-    ``low`` (K, D) marks the diagonal entries that kept less than ``_CANCEL`` of their shifted sums.
-    A feature with the same value on every row of the chunk is no reason: its shifted sums cancel
-    completely (its own spread is zero), yet its scatter is exactly zero, with every other
-    feature too (the caller zeroes it). Without this, one constant column would send every
-    component through the exact path (1.7x per EM iteration for full, 2.9x for diag, at K=16,
-    D=50).
-
-    Returns
-    -------
-    bad : ndarray of bool, shape (K,)
-        Components to recompute exactly.
-    const : ndarray of int
-        The chunk's constant features among those marked.
+    Their shifted sums cancel completely (no spread at all), yet their scatter, and their cross
+    scatter with every other feature, is exactly zero: the caller sets it so. Without this, one
+    constant column would send every component through the guard's recomputation.
     """
     cols = np.flatnonzero(low.any(axis=0))
     if cols.size == 0:
-        return np.zeros(low.shape[0], dtype=bool), cols
+        return cols
     sub = Xc[:, cols]
-    const = cols[sub.max(axis=0) == sub.min(axis=0)]
-    if const.size:
-        low = low.copy()
-        low[:, const] = False
-    return low.any(axis=1), const
+    return cols[sub.max(axis=0) == sub.min(axis=0)]
+
+
+def _rescatter_rows_full(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np.ndarray,
+                         low: np.ndarray) -> None:
+    """Recompute, centred on the component's own mean, the rows and columns of the full scatter
+    whose diagonal entry cancelled (``low``, shape (K, D)), in place.
+
+    Row j of S_k is sum_i r_ik (x_ij - mu_kj) (x_i - mu_k)^T = a^T X - s mu_k^T with
+    a = r_k (x_j - mu_kj) and s = sum_i a_i (zero up to rounding), as in the exact path; all
+    cancelled pairs share one (pairs, rows) @ (rows, D) product. The other entries keep the
+    shifted sums' precision (their diagonal entries did not cancel), so a component that is tight
+    in one feature only (a pure binary code, say) costs one row, not a whole recomputation.
+    """
+    ks, js = np.nonzero(low)                          # the cancelled (component, feature) pairs
+    a = Xc.T[js] - means[ks, js][:, None]             # (pairs, rows)
+    a *= resp.T[ks]
+    rows = a @ Xc                                     # (pairs, D)
+    rows -= a.sum(axis=1)[:, None] * means[ks]
+    for k in np.unique(ks):
+        sel = ks == k
+        j, r = js[sel], rows[sel]
+        sk = out[k]                                   # (D, D) view
+        sk[j, :] = r
+        sk[:, j] = r.T
+        block = r[:, j]                               # both entries recomputed: one value
+        sk[np.ix_(j, j)] = 0.5 * (block + block.T)
+
+
+def _rescatter_diag(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np.ndarray,
+                    low: np.ndarray) -> None:
+    """Recompute the cancelled entries (``low``, shape (K, D)) of the diag scatter, centred on the
+    component's own mean, in place."""
+    ks, js = np.nonzero(low)                          # the cancelled (component, feature) pairs
+    dz = Xc.T[js] - means[ks, js][:, None]            # (pairs, rows)
+    out[ks, js] = np.einsum("pn,pn->p", resp.T[ks] * dz, dz)
 
 
 #: floats of one feature block of r_k x^T in the full scatter: rows per pass follow from it, which
@@ -189,9 +210,10 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     # this saves one elementwise pass over K x D x rows, a fifth of the scatter's time at K=16,
     # D=50. The correction cancels digits only for a component far from the centre relative to
     # its spread: the diagonal of P_k bounds every entry's rounding error (|P_jl| <= sqrt(P_jj
-    # P_ll)), so where a diagonal entry of S_k keeps less than _CANCEL of P_k's, the component is
-    # recomputed exactly, centred on its own mean (_scatter_centred_full). Otherwise an entry's
-    # error stays below ~1e-10 sqrt(S_jj S_ll), the order of the sums' own rounding.
+    # P_ll)), so where a diagonal entry S_jj keeps less than _CANCEL of P_jj, row and column j of
+    # S_k are recomputed centred on the component's own mean (_rescatter_rows_full; a feature
+    # constant over the chunk is set to zero instead). Every other entry's error stays below
+    # ~1e-10 sqrt(S_jj S_ll), the order of the sums' own rounding.
     # Only the upper block triangle is formed (see _tri_blocks), then mirrored. Per feature
     # block, r_k x^T is built feature-major, shape (b, K, rows), so the multiplication runs along
     # the rows; all components share one (hi, rows) @ (rows, b*K) product. Passes over row ranges
@@ -248,19 +270,19 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
     out -= v[:, :, None] * v[:, None, :]
     low = (np.diagonal(out, axis1=1, axis2=2) < raw) & (nk > 0)[:, None]
     if low.any():
-        bad, const = _cancelled(Xc, low)
+        const = _constant_features(Xc, low)
         out[:, const, :] = 0.0                         # constant over the chunk: no scatter
         out[:, :, const] = 0.0
-        if bad.any():
-            out[bad] = _scatter_centred_full(Xc, resp[:, bad], nk[bad], means[bad])
+        low[:, const] = False
+        if low.any():
+            _rescatter_rows_full(out, Xc, resp, means, low)
     return out
 
 
 def _scatter_centred_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
                         buf: np.ndarray | None = None, squares: np.ndarray | None = None
                         ) -> np.ndarray:
-    # The exact path (small chunks, and components whose shifted sums in _chunk_scatter_full
-    # would cancel):
+    # The exact path (chunks too small for the shifted sums of _chunk_scatter_full):
     # S_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T = A_k^T X - s_k mu_k^T, with A_k = r_k (X - mu_k)
     # centred on mu_k and s_k = sum_i A_ik (zero up to rounding). s_k comes out of the same product
     # as a column of the data augmented by ones: from A, its error scales with the spread of the
@@ -329,7 +351,7 @@ def _chunk_scatter_diag(Xc, resp, nk, means, buf=None, squares=None):
     # Shifted moments about the origin of the chunk as given (from_resp centres every chunk, on its
     # column mean or on the kernel's centre, so no further shift pass is needed), then corrected
     # per component; a component whose correction cancels most of the digits (a tight component
-    # far from the centre) is recomputed directly, centred on its own mean (see _cancelled).
+    # far from the centre) has those entries recomputed centred on its own mean (_rescatter_diag).
     n, d = Xc.shape
     z = np.square(Xc, out=_scratch(buf, (n, d))) if squares is None else squares
     raw = resp.T @ z                                  # (K, D): sum_i r_ik x_i^2
@@ -337,20 +359,12 @@ def _chunk_scatter_diag(Xc, resp, nk, means, buf=None, squares=None):
     out = raw - corr
     low = (out < _CANCEL * raw) & (nk > 0)[:, None]
     if low.any():
-        bad, const = _cancelled(Xc, low)
+        const = _constant_features(Xc, low)
         out[:, const] = 0.0                           # constant over the chunk: no scatter
-        if bad.any():
-            out[bad] = _scatter_centred_diag(Xc, resp[:, bad], means[bad])
+        low[:, const] = False
+        if low.any():
+            _rescatter_diag(out, Xc, resp, means, low)
     np.maximum(out, 0.0, out=out)
-    return out
-
-
-def _scatter_centred_diag(Xc, resp, means):
-    # the exact diag scatter of the given components, each centred on its own mean
-    out = np.empty(means.shape)
-    for k in range(means.shape[0]):
-        dz = Xc - means[k]
-        out[k] = resp[:, k] @ (dz * dz)
     return out
 
 
