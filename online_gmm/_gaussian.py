@@ -173,10 +173,12 @@ def _rescatter_rows_full(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, mean
     in one feature only (a pure binary code, say) costs one row, not a whole recomputation.
     """
     ks, js = np.nonzero(low)                          # the cancelled (component, feature) pairs
-    a = Xc.T[js] - means[ks, js][:, None]             # (pairs, rows)
-    a *= resp.T[ks]
-    rows = a @ Xc                                     # (pairs, D)
-    rows -= a.sum(axis=1)[:, None] * means[ks]
+    rows = np.empty((ks.size, Xc.shape[1]))
+    for p in _pair_groups(ks.size, Xc.shape[0]):
+        a = Xc.T[js[p]] - means[ks[p], js[p]][:, None]    # (pairs, rows)
+        a *= resp.T[ks[p]]
+        np.matmul(a, Xc, out=rows[p])
+        rows[p] -= a.sum(axis=1)[:, None] * means[ks[p]]
     for k in np.unique(ks):
         sel = ks == k
         j, r = js[sel], rows[sel]
@@ -192,8 +194,21 @@ def _rescatter_diag(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np
     """Recompute the cancelled entries (``low``, shape (K, D)) of the diag scatter, centred on the
     component's own mean, in place."""
     ks, js = np.nonzero(low)                          # the cancelled (component, feature) pairs
-    dz = Xc.T[js] - means[ks, js][:, None]            # (pairs, rows)
-    out[ks, js] = np.einsum("pn,pn->p", resp.T[ks] * dz, dz)
+    for p in _pair_groups(ks.size, Xc.shape[0]):
+        k, j = ks[p], js[p]
+        dz = Xc.T[j] - means[k, j][:, None]           # (pairs, rows)
+        out[k, j] = np.einsum("pn,pn->p", resp.T[k] * dz, dz)
+
+
+#: floats of the guards' (pairs, rows) scratch: pairs are taken in groups within it (when every
+#: feature of many components cancels, all pairs at once could take hundreds of MiB)
+_PAIR_FLOATS = 1 << 20
+
+
+def _pair_groups(n_pairs: int, n_rows: int):
+    """Slices of at most ``_PAIR_FLOATS // n_rows`` pairs covering ``range(n_pairs)``."""
+    step = max(1, _PAIR_FLOATS // max(1, n_rows))
+    return [slice(a, min(n_pairs, a + step)) for a in range(0, n_pairs, step)]
 
 
 #: floats of one feature block of r_k x^T in the full scatter: rows per pass follow from it, which

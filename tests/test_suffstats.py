@@ -234,14 +234,19 @@ def _count_rescatter(monkeypatch, name):
     return calls
 
 
-@pytest.mark.parametrize("guard", [True, False])
+@pytest.mark.parametrize("guard", [True, "in_groups", False])
 def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch):
     """The full scatter is formed from sums about the chunk's centre, corrected by the component
     means. For a tight component far from the centre the correction cancels most digits; the guard
-    recomputes that component's cancelled rows and columns centred on its own mean. Without the
-    guard the same case loses many digits, so the test shows the guard is what keeps it exact.
-    (Small chunks take the exact path directly.)"""
+    recomputes that component's cancelled rows and columns centred on its own mean (in groups of
+    pairs that bound its scratch memory: "in_groups" takes 2 pairs at a time). Without the guard
+    the same case loses many digits, so the test shows the guard is what keeps it exact. (Small
+    chunks take the exact path directly.)"""
     from online_gmm import _gaussian
+
+    if guard == "in_groups":
+        monkeypatch.setattr(_gaussian, "_PAIR_FLOATS", 2 * 1200)
+        assert len(_gaussian._pair_groups(7, 1200)) == 4
 
     rng = np.random.RandomState(5)
     d = 7
@@ -308,8 +313,10 @@ def test_constant_feature_does_not_send_components_to_the_exact_path(ctype, far,
     assert np.all(np.abs(stats.scatter - ref) <= 1e-9 * scale)
 
 
+@pytest.mark.parametrize("one_pair_at_a_time", [False, True])
 @pytest.mark.parametrize("ctype", ["full", "diag"])
-def test_feature_constant_within_a_component_recomputes_only_its_entries(ctype, monkeypatch):
+def test_feature_constant_within_a_component_recomputes_only_its_entries(ctype, one_pair_at_a_time,
+                                                                          monkeypatch):
     """Binary codes that are pure within each component (one-hot columns of clustered data) have
     no spread inside a component, so its shifted sums cancel there while the chunk's do not. The
     guard recomputes exactly those (component, feature) entries (full: their rows and columns),
@@ -331,6 +338,8 @@ def test_feature_constant_within_a_component_recomputes_only_its_entries(ctype, 
     centre = means.mean(axis=0)                                       # as the Scorer centres
     calls = _count_rescatter(monkeypatch, RESCATTER[ctype])
     monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)                # full: the shifted path
+    if one_pair_at_a_time:                                            # the bounded-memory groups
+        monkeypatch.setattr(_gaussian, "_PAIR_FLOATS", n)
     stats = SufficientStatistics.from_resp(X - centre, resp, covariance_type=ctype, centre=centre)
     assert calls == [{(0, 5), (1, 5), (2, 4), (2, 5)}], calls
     if ctype == "full":
