@@ -205,7 +205,7 @@ def _rescatter_diag(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np
 _PAIR_FLOATS = 1 << 20
 
 
-def _pair_groups(n_pairs: int, n_rows: int):
+def _pair_groups(n_pairs: int, n_rows: int) -> list[slice]:
     """Slices of at most ``_PAIR_FLOATS // n_rows`` pairs covering ``range(n_pairs)``."""
     step = max(1, _PAIR_FLOATS // max(1, n_rows))
     return [slice(a, min(n_pairs, a + step)) for a in range(0, n_pairs, step)]
@@ -365,8 +365,9 @@ def _chunk_scatter_tied(Xc, resp, nk, means, buf=None, squares=None):
 def _chunk_scatter_diag(Xc, resp, nk, means, buf=None, squares=None):
     # Shifted moments about the origin of the chunk as given (from_resp centres every chunk, on its
     # column mean or on the kernel's centre, so no further shift pass is needed), then corrected
-    # per component; a component whose correction cancels most of the digits (a tight component
-    # far from the centre) has those entries recomputed centred on its own mean (_rescatter_diag).
+    # per component; entries whose correction cancels most of their digits (a component tight in
+    # that feature relative to its distance from the centre) are recomputed centred on the
+    # component's own mean (_rescatter_diag; a feature constant over the chunk is set to zero).
     n, d = Xc.shape
     z = np.square(Xc, out=_scratch(buf, (n, d))) if squares is None else squares
     raw = resp.T @ z                                  # (K, D): sum_i r_ik x_i^2
