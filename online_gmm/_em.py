@@ -143,9 +143,12 @@ class Scorer:
             # "z": the log-sum-exp's (K, rows) and the statistics' scratch (the full scatter's
             # feature block of A, x^T and [1 | x])
             z_width = max(width + d, self.prep.get("stat_floats", 0))
+            # "floor" and "zero": rows of constants for np.maximum / np.minimum, whose contiguous
+            # loop runs 2-3x faster than with a scalar or a per-component column
             self._buf = {"xc": np.empty((rows, d + 1)), "y": np.empty((rows, width)),
                          "lp": np.empty((k_comp, rows)), "z": np.empty((rows, z_width)),
-                         "s": np.empty(rows), "norm": np.empty(rows)}
+                         "s": np.empty(rows), "norm": np.empty(rows),
+                         "floor": np.full(rows, _EXP_MIN), "zero": np.zeros(rows)}
         return self._buf
 
     def chunks(self, n: int):
@@ -173,7 +176,7 @@ class Scorer:
         # exp of arguments near or below -708 is 10-50x slower (subnormal results and their
         # neighbourhood); clipping at -700 costs one pass, and exp(-700) ~ 1e-304 is negligible next
         # to the row maximum's exp(0) = 1
-        np.maximum(e, _EXP_MIN, out=e)
+        np.maximum(e, buf["floor"][:n], out=e)
         np.exp(e, out=e)
         s = np.sum(e, axis=0, out=buf["s"][:n])
         return e, m, s
