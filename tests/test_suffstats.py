@@ -354,8 +354,9 @@ def test_feature_constant_within_a_component_recomputes_only_its_entries(ctype, 
 @pytest.mark.parametrize("ctype", TYPES)
 def test_one_row_has_exactly_zero_scatter(ctype):
     """One row about its own mean has no spread: the scatter is exactly zero (the shifted sums of
-    diag and spherical cancel completely here and the guard recomputes; full takes the exact path
-    for small chunks), far from the origin too."""
+    diag and spherical cancel completely here: diag's guard sees every feature constant over the
+    chunk and sets it to zero, spherical's recomputes; full takes the exact path for small
+    chunks), far from the origin too."""
     x = np.array([[1e6 + 0.1, -3e5, 7.25, 1e-3]])
     stats = SufficientStatistics.from_resp(x, np.array([[0.25, 0.75]]), covariance_type=ctype)
     assert np.all(stats.scatter == 0.0)
