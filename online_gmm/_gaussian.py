@@ -161,14 +161,26 @@ def _constant_features(Xc: np.ndarray, low: np.ndarray) -> np.ndarray:
     return cols[sub.max(axis=0) == sub.min(axis=0)]
 
 
+#: floats of the guards' (pairs, rows) scratch: pairs are taken in groups within it (when every
+#: feature of many components cancels, all pairs at once could take hundreds of MiB)
+_PAIR_FLOATS = 1 << 20
+
+
+def _pair_groups(n_pairs: int, n_rows: int) -> list[slice]:
+    """Slices of at most ``_PAIR_FLOATS // n_rows`` pairs covering ``range(n_pairs)``."""
+    step = max(1, _PAIR_FLOATS // max(1, n_rows))
+    return [slice(a, min(n_pairs, a + step)) for a in range(0, n_pairs, step)]
+
+
 def _rescatter_rows_full(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np.ndarray,
                          low: np.ndarray) -> None:
     """Recompute, centred on the component's own mean, the rows and columns of the full scatter
     whose diagonal entry cancelled (``low``, shape (K, D)), in place.
 
     Row j of S_k is sum_i r_ik (x_ij - mu_kj) (x_i - mu_k)^T = a^T X - s mu_k^T with
-    a = r_k (x_j - mu_kj) and s = sum_i a_i (zero up to rounding), as in the exact path; all
-    cancelled pairs share one (pairs, rows) @ (rows, D) product. The other entries keep the
+    a = r_k (x_j - mu_kj) and s = sum_i a_i (zero up to rounding), as in the exact path; the
+    cancelled pairs share (pairs, rows) @ (rows, D) products, in groups of bounded scratch
+    (_pair_groups). The other entries keep the
     shifted sums' precision (their diagonal entries did not cancel), so a component that is tight
     in one feature only (a pure binary code, say) costs one row, not a whole recomputation.
     """
@@ -198,17 +210,6 @@ def _rescatter_diag(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np
         k, j = ks[p], js[p]
         dz = Xc.T[j] - means[k, j][:, None]           # (pairs, rows)
         out[k, j] = np.einsum("pn,pn->p", resp.T[k] * dz, dz)
-
-
-#: floats of the guards' (pairs, rows) scratch: pairs are taken in groups within it (when every
-#: feature of many components cancels, all pairs at once could take hundreds of MiB)
-_PAIR_FLOATS = 1 << 20
-
-
-def _pair_groups(n_pairs: int, n_rows: int) -> list[slice]:
-    """Slices of at most ``_PAIR_FLOATS // n_rows`` pairs covering ``range(n_pairs)``."""
-    step = max(1, _PAIR_FLOATS // max(1, n_rows))
-    return [slice(a, min(n_pairs, a + step)) for a in range(0, n_pairs, step)]
 
 
 #: floats of one feature block of r_k x^T in the full scatter: rows per pass follow from it, which
