@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from online_gmm._gaussian import ONE_PASS_FLOATS, get_kernel
+from online_gmm._pass_sums import PassAccumulator
 from online_gmm._suffstats import SufficientStatistics
 
 __all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em"]
@@ -236,8 +237,12 @@ class Scorer:
                             ) -> tuple[SufficientStatistics, float]:
         """One E-step pass: statistics of ``X`` under these parameters and the weighted log-likelihood.
 
-        Each chunk's statistics are formed about the chunk's own means and merged by Chan's formula,
-        so the pass needs no (n_samples, n_components) array and reads each chunk once.
+        The chunks' raw moments about the kernel's centre are summed over the pass and corrected
+        once (:class:`~online_gmm._pass_sums.PassAccumulator`); a chunk whose correction would
+        cancel digits, and every chunk of a type or size without that form (tied; full chunks
+        too small for its triangular blocks), gets statistics about its own means, merged by
+        Chan's formula. The pass needs no (n_samples, n_components) array and reads each chunk
+        once.
 
         Returns
         -------
@@ -247,6 +252,7 @@ class Scorer:
         """
         k_comp, d = self.params.means.shape
         ctype = self.params.covariance_type
+        sums = PassAccumulator(ctype, self.prep["c"])
         stats = None
         total = 0.0
         for a, b in self.chunks(X.shape[0]):
@@ -256,10 +262,17 @@ class Scorer:
             total += float(norm.sum() if w is None else norm @ w)
             # the chunk as the kernel centred it for the E-step (and its squares): no second pass
             buf = self._buffers(b - a)
+            rt = resp.T if w is None else resp.T * w                # (K, rows)
+            if sums.add(buf["centred"], rt, squares=buf.get("squares"), xt1=buf.get("centred1"),
+                        buf=buf["z"]):
+                continue
             chunk = SufficientStatistics.from_resp(
                 buf["centred"], resp, w, covariance_type=ctype, buf=buf["z"],
                 centre=self.prep["c"], squares=buf.get("squares"))
             stats = SufficientStatistics.accumulate(stats, chunk)
+        summed = sums.statistics()
+        if summed is not None:
+            stats = summed if stats is None else SufficientStatistics.accumulate(summed, stats)
         return (stats if stats is not None else SufficientStatistics.zeros(k_comp, d, ctype)), total
 
 

@@ -25,6 +25,10 @@ chosen by one lookup in :data:`KERNELS` on ``covariance_type``:
 ``n_parameters(K, D)``
     free covariance parameters, for BIC/AIC.
 
+:data:`PASS_SUMS` adds, for full, diag and spherical, how a whole E-step pass sums its chunks' raw
+moments about the shared centre and corrects them once (:class:`PassSums`, used by
+:class:`~online_gmm._pass_sums.PassAccumulator`).
+
 The data is always shifted by a centre ``c`` (the mean of the component means) before products are
 formed, so that data offset by 1e8 loses no precision in the expansions used for the log-densities
 of tied, diag and spherical covariances and for the full, diag and spherical scatters (whose
@@ -44,7 +48,8 @@ import numpy as np
 from scipy import linalg
 from scipy.linalg import lapack
 
-__all__ = ["Kernel", "KERNELS", "ROW_LAYOUT", "get_kernel", "CHOLESKY_ERROR", "LOG_2PI"]
+__all__ = ["Kernel", "KERNELS", "PASS_SUMS", "PassSums", "ROW_LAYOUT", "get_kernel", "CHOLESKY_ERROR",
+           "LOG_2PI"]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -106,28 +111,33 @@ def _block_gather(k_comp: int, d: int) -> tuple[np.ndarray, tuple[tuple[int, int
 
 
 @functools.lru_cache(maxsize=64)
-def _scatter_layout(k_comp: int, d: int
-                    ) -> tuple[np.ndarray, tuple[tuple[int, int, int], ...], int]:
+def _scatter_layout(k_comp: int, d: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int, int], ...], int]:
     """Where the full scatter's triangular block products land in one flat accumulator.
 
-    Block ``(lo, hi)`` contributes the product ``(hi, (hi - lo) * K)``: rows ``:hi`` of columns
-    ``lo:hi`` of every P_k, columns feature-major (feature, component). Returns the flat index, for
-    every entry of the symmetric (K, D, D) result, of the accumulator element holding it (an
-    entry below the diagonal reads its mirror, so the result is exactly symmetric), per block
-    ``(lo, hi, offset)``, and the accumulator's size. One ``take`` then assembles all components.
+    Block ``(lo, hi)`` contributes the product ``(hi + 1, (hi - lo) * K)`` of rows ``:hi + 1`` of
+    ``[1; z]`` with ``r_k z_j`` for the block's features ``j`` (columns feature-major: (feature,
+    component)): its row 0 holds the first moments ``sum_i r_ik z_ij``, rows ``1..hi`` rows ``:hi``
+    of columns ``lo:hi`` of every ``P_k = sum_i r_ik z_i z_i^T``. Returns the flat index, for every
+    entry of the symmetric (K, D, D) result, of the accumulator element holding it (an entry below
+    the diagonal reads its mirror, so the result is exactly symmetric), the flat index of every
+    first moment (K, D), per block ``(lo, hi, offset)``, and the accumulator's size. One ``take``
+    then assembles all components.
     """
     layout, off = [], 0
     index = np.empty((k_comp, d, d), dtype=np.intp)
+    first = np.empty((k_comp, d), dtype=np.intp)
     k = np.arange(k_comp)[:, None, None]
     for lo, hi in _tri_blocks(d):
+        width = (hi - lo) * k_comp
         rows = np.arange(hi)[None, :, None]
         cols = np.arange(lo, hi)[None, None, :]
-        index[:, :hi, lo:hi] = off + rows * ((hi - lo) * k_comp) + (cols - lo) * k_comp + k
+        index[:, :hi, lo:hi] = off + (rows + 1) * width + (cols - lo) * k_comp + k
+        first[:, lo:hi] = off + (cols[0] - lo) * k_comp + k[:, :, 0]
         layout.append((lo, hi, off))
-        off += hi * (hi - lo) * k_comp
+        off += (hi + 1) * width
     upper = np.triu(np.ones((d, d), dtype=bool))
     index = np.where(upper, index, np.swapaxes(index, 1, 2))
-    return index.reshape(-1), tuple(layout), off
+    return index.reshape(-1), first.reshape(-1), tuple(layout), off
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,69 +227,59 @@ def _rescatter_diag(out: np.ndarray, Xc: np.ndarray, resp: np.ndarray, means: np
 _SCATTER_ROWS_FLOATS = 1 << 18
 
 
-def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
-                        buf: np.ndarray | None = None, squares: np.ndarray | None = None
-                        ) -> np.ndarray:
-    # Shifted sums, as for diag: P_k = sum_i r_ik x_i x_i^T about the chunk's origin (from_resp
-    # passes the chunk centred on the kernel's centre, the mean of the component means), then
-    # S_k = P_k - n_k mu_k mu_k^T. Relative to centring on every component (A_k = r_k (X - mu_k))
-    # this saves one elementwise pass over K x D x rows, a fifth of the scatter's time at K=16,
-    # D=50. The correction cancels digits only for a component far from the centre relative to
-    # its spread: the diagonal of P_k bounds every entry's rounding error (|P_jl| <= sqrt(P_jj
-    # P_ll)), so where a diagonal entry S_jj keeps less than _CANCEL of P_jj, row and column j of
-    # S_k are recomputed centred on the component's own mean (_rescatter_rows_full; a feature
-    # constant over the chunk is set to zero instead). Every other entry's error stays below
-    # ~1e-10 sqrt(S_jj S_ll), the order of the sums' own rounding.
-    # Only the upper block triangle is formed (see _tri_blocks), then mirrored. Per feature
-    # block, r_k x^T is built feature-major, shape (b, K, rows), so the multiplication runs along
-    # the rows; all components share one (hi, rows) @ (rows, b*K) product. Passes over row ranges
-    # bound the scratch memory (a Scorer's chunk is one pass); the sums are additive over them.
-    n, d = Xc.shape
-    k_comp = resp.shape[1]
-    if not _use_blocks(n, k_comp, d):
-        # a few rows: the exact path costs little, and the shifted sums of a chunk with little
-        # spread (one row: none) would cancel and send most components through the guard anyway
-        return _scatter_centred_full(Xc, resp, nk, means, buf)
-    blocks = _tri_blocks(d)
-    bmax = max(hi - lo for lo, hi in blocks)
-    # the Scorer's chunk is stored transposed, (D, rows) contiguous: read in place, not copied
-    given_t = Xc.T.flags.c_contiguous
-    one_pass = k_comp * d * n <= ONE_PASS_FLOATS
-    step = n if one_pass else max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
-    need = ((k_comp * d if one_pass else k_comp * bmax) + d) * step
-    if buf is None or not buf.flags.c_contiguous or buf.size < need:
-        buf = np.empty(need)
-    rt = np.ascontiguousarray(resp.T)              # the Scorer's (K, rows) buffer: not copied
-    # per block, rows :hi of columns lo:hi of every P_k, summed in the product's own layout, all
-    # in one flat accumulator that a single gather turns into the symmetric result
-    index, layout, size = _scatter_layout(k_comp, d)
-    total = np.empty(size)
-    accs = {(lo, hi): total[off: off + hi * (hi - lo) * k_comp].reshape(hi, (hi - lo) * k_comp)
-            for lo, hi, off in layout}
-    flat = buf.reshape(-1)
-    for lo_r in range(0, n, step):
-        hi_r = min(n, lo_r + step)
-        m = hi_r - lo_r
-        if given_t:
-            xt = Xc.T[:, lo_r:hi_r]
+def _full_sums(xt1: np.ndarray, rt: np.ndarray, out: np.ndarray, buf: np.ndarray,
+               add: bool = False) -> np.ndarray:
+    """Raw moments about the chunk's origin of one pass of rows, in the flat layout of
+    :func:`_scatter_layout`: first moments ``sum_i r_ik z_i`` and the upper block triangle of
+    ``P_k = sum_i r_ik z_i z_i^T``.
+
+    Parameters
+    ----------
+    xt1 : ndarray of shape (D + 1, rows)
+        ``[1; z]``: a row of ones over the centred data, transposed (rows contiguous).
+    rt : ndarray of shape (K, rows)
+        Responsibilities (times sample weights), component-major.
+    out : ndarray of shape (size,)
+        The accumulator, written (``add=False``) or added to.
+    buf : ndarray
+        Scratch of at least ``K * D * rows`` floats (all blocks' ``r_k z_j`` at once, when the
+        chunk is small: see ``ONE_PASS_FLOATS``) or ``K * bmax * rows`` (one block at a time).
+    """
+    d, n = xt1.shape[0] - 1, xt1.shape[1]
+    k_comp = rt.shape[0]
+    _, _, layout, _ = _scatter_layout(k_comp, d)
+    one_pass = k_comp * d * n <= ONE_PASS_FLOATS and buf.size >= k_comp * d * n
+    r = rt[None]
+    if one_pass:                                   # r_k z^T of every block in one multiplication
+        a_all = buf.reshape(-1)[: d * k_comp * n].reshape(d, k_comp, n)
+        np.multiply(xt1[1:, None, :], r, out=a_all)
+    for lo, hi, off in layout:
+        if one_pass:
+            a = a_all[lo:hi]
         else:
-            xt = flat[: d * m].reshape(d, m)
-            np.copyto(xt, Xc[lo_r:hi_r].T)
-        a_flat = flat[d * m:]
-        r = rt[None, :, lo_r:hi_r]
-        if one_pass:                               # r_k x^T of every block in one multiplication
-            a_all = a_flat[: d * k_comp * m].reshape(d, k_comp, m)
-            np.multiply(xt[:, None, :], r, out=a_all)
-        for lo, hi in blocks:
-            if one_pass:
-                a = a_all[lo:hi]
-            else:
-                a = a_flat[: (hi - lo) * k_comp * m].reshape(hi - lo, k_comp, m)
-                np.multiply(xt[lo:hi, None, :], r, out=a)
-            if lo_r == 0:
-                np.matmul(xt[:hi], a.reshape(-1, m).T, out=accs[(lo, hi)])       # (hi, b * K)
-            else:
-                accs[(lo, hi)] += xt[:hi] @ a.reshape(-1, m).T
+            a = buf.reshape(-1)[: (hi - lo) * k_comp * n].reshape(hi - lo, k_comp, n)
+            np.multiply(xt1[1 + lo: 1 + hi, None, :], r, out=a)
+        acc = out[off: off + (hi + 1) * (hi - lo) * k_comp].reshape(hi + 1, (hi - lo) * k_comp)
+        if add:
+            acc += xt1[: hi + 1] @ a.reshape(-1, n).T
+        else:
+            np.matmul(xt1[: hi + 1], a.reshape(-1, n).T, out=acc)      # (hi + 1, b * K)
+    return out
+
+
+def _finish_full(total: np.ndarray, nk: np.ndarray, means: np.ndarray, Xc: np.ndarray,
+                 resp: np.ndarray) -> np.ndarray:
+    """The centred scatter of one chunk from its raw moments (:func:`_full_sums`), guarded.
+
+    S_k = P_k - n_k mu_k mu_k^T. The correction cancels digits only for a component far from the
+    centre relative to its spread: the diagonal of P_k bounds every entry's rounding error
+    (|P_jl| <= sqrt(P_jj P_ll)), so where a diagonal entry S_jj keeps less than _CANCEL of P_jj,
+    row and column j of S_k are recomputed centred on the component's own mean
+    (_rescatter_rows_full; a feature constant over the chunk is set to zero instead). Every other
+    entry's error stays below ~1e-10 sqrt(S_jj S_ll), the order of the sums' own rounding.
+    """
+    k_comp, d = means.shape
+    index, _, _, _ = _scatter_layout(k_comp, d)
     out = total.take(index).reshape(k_comp, d, d)      # the upper triangle, mirrored
     raw = np.diagonal(out, axis1=1, axis2=2) * _CANCEL
     v = np.sqrt(nk)[:, None] * means                   # n_k mu mu^T as v v^T: exactly symmetric
@@ -293,6 +293,42 @@ def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means:
         if low.any():
             _rescatter_rows_full(out, Xc, resp, means, low)
     return out
+
+
+def _chunk_scatter_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
+                        buf: np.ndarray | None = None, squares: np.ndarray | None = None
+                        ) -> np.ndarray:
+    # Shifted sums, as for diag: P_k = sum_i r_ik x_i x_i^T about the chunk's origin (from_resp
+    # passes the chunk centred, on its column mean or on the kernel's centre), then
+    # S_k = P_k - n_k mu_k mu_k^T, guarded (_finish_full). Relative to centring on every component
+    # (A_k = r_k (X - mu_k)) this saves one elementwise pass over K x D x rows, a fifth of the
+    # scatter's time at K=16, D=50.
+    # Only the upper block triangle is formed (see _tri_blocks), then mirrored. Per feature
+    # block, r_k x^T is built feature-major, shape (b, K, rows), so the multiplication runs along
+    # the rows; all components share one (hi + 1, rows) @ (rows, b*K) product. Passes over row
+    # ranges bound the scratch memory; the sums are additive over them.
+    n, d = Xc.shape
+    k_comp = resp.shape[1]
+    if not _use_blocks(n, k_comp, d):
+        # a few rows: the exact path costs little, and the shifted sums of a chunk with little
+        # spread (one row: none) would cancel and send most components through the guard anyway
+        return _scatter_centred_full(Xc, resp, nk, means, buf)
+    bmax = max(hi - lo for lo, hi in _tri_blocks(d))
+    one_pass = k_comp * d * n <= ONE_PASS_FLOATS
+    step = n if one_pass else max(1, min(n, _SCATTER_ROWS_FLOATS // (k_comp * bmax)))
+    need = ((k_comp * d if one_pass else k_comp * bmax) + d + 1) * step
+    if buf is None or not buf.flags.c_contiguous or buf.size < need:
+        buf = np.empty(need)
+    flat = buf.reshape(-1)
+    rt = np.ascontiguousarray(resp.T)
+    total = np.empty(_scatter_layout(k_comp, d)[3])
+    for lo_r in range(0, n, step):
+        m = min(n, lo_r + step) - lo_r
+        xt1 = flat[: (d + 1) * m].reshape(d + 1, m)    # [1; x]^T of this pass's rows
+        xt1[0] = 1.0
+        np.copyto(xt1[1:], Xc[lo_r: lo_r + m].T)
+        _full_sums(xt1, rt[:, lo_r: lo_r + m], total, flat[(d + 1) * m:], add=lo_r > 0)
+    return _finish_full(total, nk, means, Xc, resp)
 
 
 def _scatter_centred_full(Xc: np.ndarray, resp: np.ndarray, nk: np.ndarray, means: np.ndarray,
@@ -366,14 +402,18 @@ def _chunk_scatter_tied(Xc, resp, nk, means, buf=None, squares=None):
 def _chunk_scatter_diag(Xc, resp, nk, means, buf=None, squares=None):
     # Shifted moments about the origin of the chunk as given (from_resp centres every chunk, on its
     # column mean or on the kernel's centre, so no further shift pass is needed), then corrected
-    # per component; entries whose correction cancels most of their digits (a component tight in
-    # that feature relative to its distance from the centre) are recomputed centred on the
-    # component's own mean (_rescatter_diag; a feature constant over the chunk is set to zero).
+    # and guarded per component (_finish_diag).
     n, d = Xc.shape
     z = np.square(Xc, out=_scratch(buf, (n, d))) if squares is None else squares
-    raw = resp.T @ z                                  # (K, D): sum_i r_ik x_i^2
-    corr = nk[:, None] * means * means
-    out = raw - corr
+    return _finish_diag(resp.T @ z, nk, means, Xc, resp)
+
+
+def _finish_diag(raw, nk, means, Xc, resp):
+    # S = P - n mu^2 from the raw sums P = sum_i r_ik x_i^2 (K, D); entries whose correction
+    # cancels most of their digits (a component tight in that feature relative to its distance
+    # from the centre) are recomputed centred on the component's own mean (_rescatter_diag; a
+    # feature constant over the chunk is set to zero).
+    out = raw - nk[:, None] * means * means
     low = (out < _CANCEL * raw) & (nk > 0)[:, None]
     if low.any():
         const = _constant_features(Xc, low)
@@ -390,7 +430,11 @@ def _chunk_scatter_spherical(Xc, resp, nk, means, buf=None, squares=None):
     # one (K, n) @ (n,) product gives the raw sums, corrected and guarded as for diag
     if squares is None:
         return _chunk_scatter_diag(Xc, resp, nk, means, buf).sum(axis=1)
-    raw = resp.T @ squares                            # (K,): sum_i r_ik ||x_i||^2
+    return _finish_spherical(resp.T @ squares, nk, means, Xc, resp)
+
+
+def _finish_spherical(raw, nk, means, Xc, resp):
+    # S = P - n ||mu||^2 from the raw sums P = sum_i r_ik ||x_i||^2 (K,), guarded as for diag
     out = raw - nk * np.einsum("kd,kd->k", means, means)
     bad = (out < _CANCEL * raw) & (nk > 0)
     for k in np.flatnonzero(bad):
@@ -398,6 +442,128 @@ def _chunk_scatter_spherical(Xc, resp, nk, means, buf=None, squares=None):
         out[k] = resp[:, k] @ np.einsum("nd,nd->n", dz, dz)
     np.maximum(out, 0.0, out=out)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# raw moments of a whole E-step pass (full, diag, spherical)
+# --------------------------------------------------------------------------------------------------
+# The Scorer's chunks are all centred on the same centre c, so their raw moments about c add up
+# over a pass: n_k, the first moments s_k = sum_i r_ik z_i and the second moments P_k (full: the
+# flat block layout of _full_sums; diag: (K, D); spherical: the trace, (K,)). The correction
+# S = P - s s^T / n is then made once per pass, not once per chunk followed by Chan's merge. Each
+# chunk is checked first (``low``): one whose correction would cancel digits is finished on its
+# own, guarded (``finish``), and merged by Chan's formula instead. The others cannot make the
+# pass's correction cancel: S_jj(pass) = sum_c (S_jj(c) + n_c (mu_c - mu)^2) >= _CANCEL P_jj(pass).
+_TINY = np.finfo(float).tiny
+
+
+def _per_root_weight(s, nk):
+    """``s / sqrt(n_k)`` per component, so that ``s s^T / n`` is ``v v^T`` (exactly symmetric).
+    A component of zero weight has ``s`` exactly zero (every term is), so it gives zero."""
+    return s / np.sqrt(np.maximum(nk, _TINY))[:, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _diag_index(k_comp: int, d: int) -> np.ndarray:
+    """Flat positions, in the layout of :func:`_scatter_layout`, of every P_k's diagonal (K, D)."""
+    index = _scatter_layout(k_comp, d)[0].reshape(k_comp, d * d)
+    return np.ascontiguousarray(index[:, :: d + 1])
+
+
+def _sums_full(z, rt, squares, xt1, buf, out):
+    k_comp, n = rt.shape
+    d = z.shape[1]
+    if xt1 is None or not _use_blocks(n, k_comp, d):
+        return None
+    _, first, _, size = _scatter_layout(k_comp, d)
+    if out is None or out.size != size:
+        out = np.empty(size)
+    bmax = max(hi - lo for lo, hi in _tri_blocks(d))
+    if buf is None or not buf.flags.c_contiguous or buf.size < k_comp * bmax * n:
+        buf = np.empty(k_comp * bmax * n)
+    _full_sums(xt1, rt, out, buf)
+    return out.take(first).reshape(k_comp, d), out
+
+
+def _low_full(p, s, nk):
+    # S_jj < _CANCEL P_jj, i.e. (1 - _CANCEL) P_jj < s_j^2 / n (a zero-weight component has
+    # P = s = 0 and is never low)
+    raw = p.take(_diag_index(*s.shape))
+    v = _per_root_weight(s, nk)
+    return raw * (1.0 - _CANCEL) < v * v
+
+
+def _scatter_sums_full(p, s, nk):
+    k_comp, d = s.shape
+    out = p.take(_scatter_layout(k_comp, d)[0]).reshape(k_comp, d, d)
+    v = _per_root_weight(s, nk)
+    out -= v[:, :, None] * v[:, None, :]
+    return out
+
+
+def _sums_diag(z, rt, squares, xt1, buf, out):
+    if squares is None:
+        return None
+    return rt @ z, rt @ squares
+
+
+def _low_diag(p, s, nk):
+    v = _per_root_weight(s, nk)
+    return p * (1.0 - _CANCEL) < v * v
+
+
+def _scatter_sums_diag(p, s, nk):
+    v = _per_root_weight(s, nk)
+    return np.maximum(p - v * v, 0.0)
+
+
+def _sums_spherical(z, rt, squares, xt1, buf, out):
+    if squares is None or squares.ndim != 1:
+        return None
+    return rt @ z, rt @ squares
+
+
+def _low_spherical(p, s, nk):
+    v = _per_root_weight(s, nk)
+    return p * (1.0 - _CANCEL) < np.einsum("kd,kd->k", v, v)
+
+
+def _scatter_sums_spherical(p, s, nk):
+    v = _per_root_weight(s, nk)
+    return np.maximum(p - np.einsum("kd,kd->k", v, v), 0.0)
+
+
+@dataclass(frozen=True)
+class PassSums:
+    """How one covariance type sums raw moments over an E-step pass (see above).
+
+    ``sums(z, rt, squares, xt1, buf, out)``
+        ``(s, P)`` of one chunk: first moments (K, D) and raw second moments about the chunk's
+        origin, from the centred chunk ``z`` (rows, D), the responsibilities ``rt`` (K, rows)
+        and what the kernel's ``log_prob`` left (``squares``; ``xt1``, [1; z] transposed), with
+        scratch ``buf`` and, for full, ``out`` to write P into; None where the chunk has no such
+        form (too small for full's blocks, or the kernel left nothing to reuse).
+    ``low(P, s, nk)``
+        the (component, feature) entries whose correction would cancel (diag of P: (K, D);
+        spherical: (K,)).
+    ``finish(P, nk, means, z, resp)``
+        the guarded scatter of one chunk, for a chunk with ``low`` entries.
+    ``scatter(P, s, nk)``
+        the scatter of summed moments: P - s s^T / n.
+    """
+
+    sums: Callable
+    low: Callable
+    finish: Callable
+    scatter: Callable
+
+
+PASS_SUMS = {
+    "full": PassSums(_sums_full, _low_full, _finish_full, _scatter_sums_full),
+    "diag": PassSums(_sums_diag, _low_diag, _finish_diag, _scatter_sums_diag),
+    "spherical": PassSums(_sums_spherical, _low_spherical, _finish_spherical,
+                          _scatter_sums_spherical),
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -592,7 +758,7 @@ def _log_prob_full(X, prep, out, buf):
     xt1 = _scratch(buf["xc"], (d + 1, n))
     xt1[0] = 1.0
     np.subtract(X.T, prep["c"][:, None], out=xt1[1:])
-    buf["centred"] = xt1[1:].T
+    buf["centred"], buf["centred1"] = xt1[1:].T, xt1
     out_t = out.T
     if not _use_blocks(n, k_comp, d):
         # one dense block: [-b | U^T] for all components, fewer calls for a few rows

@@ -211,8 +211,15 @@ def test_full_triangular_blocks_equal_the_dense_products(d, mode, monkeypatch):
                                atol=1e-12 * np.abs(st_d.scatter).max())
     np.testing.assert_array_equal(st_b.scatter, np.swapaxes(st_b.scatter, 1, 2))   # symmetric
     log_resp, _ = Scorer(params).log_resp(X)
-    _, _, ref = _reference(X, np.exp(log_resp), np.ones(len(X)), "full")
+    resp = np.exp(log_resp)
+    _, _, ref = _reference(X, resp, np.ones(len(X)), "full")
     np.testing.assert_allclose(st_b.scatter, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    # from_resp on data it centres itself (not a Scorer chunk): the same blocks, summed over row
+    # passes of bounded scratch in mode "row_passes"
+    direct = SufficientStatistics.from_resp(X, resp, covariance_type="full")
+    assert guard_calls == []
+    np.testing.assert_allclose(direct.scatter, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_array_equal(direct.scatter, np.swapaxes(direct.scatter, 1, 2))
 
 
 #: the guards' recomputation of cancelled scatter entries, per covariance type
@@ -361,3 +368,137 @@ def test_one_row_has_exactly_zero_scatter(ctype):
     stats = SufficientStatistics.from_resp(x, np.array([[0.25, 0.75]]), covariance_type=ctype)
     assert np.all(stats.scatter == 0.0)
     np.testing.assert_array_equal(stats.means, np.vstack([x, x]))
+
+
+# ----------------------------------------------------------------------------- a pass's raw sums
+def _count_merges(monkeypatch):
+    """Spy on Chan's merge: one entry per call."""
+    calls = []
+    real = SufficientStatistics.__iadd__
+
+    def counting(self, other):
+        calls.append(other.total_weight)
+        return real(self, other)
+
+    monkeypatch.setattr(SufficientStatistics, "__iadd__", counting)
+    return calls
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_pass_sums_chunks_without_merging(ctype, monkeypatch):
+    """A Scorer pass sums its chunks' raw moments about the kernel's centre and corrects them once:
+    no chunk goes through Chan's merge (tied, which has no such form, merges every chunk after
+    the first). The statistics equal the two-pass reference, and the chunking does not matter."""
+    from online_gmm import _gaussian
+    from online_gmm._em import Scorer
+    from online_gmm._init import initial_params
+
+    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)         # full: 400-row chunks use blocks
+    rng = np.random.RandomState(21)
+    X = rng.normal(size=(2500, 6)) @ rng.normal(size=(6, 6)) + rng.normal(0, 4, size=6)
+    params = initial_params(X, n_components=3, covariance_type=ctype, method="random_from_data",
+                            reg_covar=1e-6, rng=np.random.RandomState(0))
+    w = rng.uniform(0.5, 2.0, size=len(X))
+    results = []
+    for rows in (400, 2500):
+        scorer = Scorer(params)
+        scorer.rows = rows
+        merges = _count_merges(monkeypatch)
+        results.append(scorer.expected_statistics(X, w)[0])
+        chunks = -(-len(X) // rows)
+        assert len(merges) == (chunks - 1 if ctype == "tied" else 0), merges
+        monkeypatch.undo()
+        monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)
+    nk, means, ref = _reference(X, np.exp(Scorer(params).log_resp(X)[0]), w, ctype)
+    scale = np.abs(ref).max()
+    for stats in results:
+        np.testing.assert_allclose(stats.weights, nk, rtol=1e-12)
+        np.testing.assert_allclose(stats.means, means, rtol=1e-11, atol=1e-11)
+        np.testing.assert_allclose(stats.scatter, ref, rtol=1e-10, atol=1e-12 * scale)
+    if ctype == "full":
+        np.testing.assert_array_equal(results[0].scatter, np.swapaxes(results[0].scatter, 1, 2))
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
+def test_pass_sums_finish_cancelling_chunks_on_their_own(ctype, monkeypatch):
+    """A chunk whose correction would cancel (here the chunks holding a tight component far from
+    the centre) is finished by the guard about its own means and merged by Chan's formula; the
+    other chunks are summed. Exactly the chunks with that component are merged, and the result
+    equals the two-pass reference, the tight component included."""
+    from online_gmm import _gaussian
+    from online_gmm._pass_sums import PassAccumulator
+
+    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)
+    rng = np.random.RandomState(8)
+    d, n = 5, 3000
+    X = rng.normal(size=(n, d)) * 50.0
+    X[1000:1600] = 1e3 + rng.normal(size=(600, d)) * 1e-3            # chunks 2 and 3 of 500
+    resp = np.zeros((n, 2))
+    resp[1000:1600, 0] = 1.0
+    resp[:1000, 1] = resp[1600:, 1] = 1.0
+    resp[:1000] = rng.dirichlet([1.0, 3.0], size=1000)               # some weight everywhere
+    centre = np.full(d, 500.0)
+    Z = X - centre
+    merges = _count_merges(monkeypatch)
+    acc = PassAccumulator(ctype, centre)
+    for a in range(0, n, 500):
+        z = Z[a:a + 500]
+        rt = np.ascontiguousarray(resp[a:a + 500].T)
+        xt1 = np.vstack([np.ones(len(z)), z.T])
+        squares = {"full": None, "diag": z * z, "spherical": np.einsum("nd,nd->n", z, z)}[ctype]
+        assert acc.add(z, rt, squares=squares, xt1=xt1)
+    stats = acc.statistics()
+    # the two cancelling chunks (rows 1000-1999): the second merged into the first, then both
+    # (weight 1000) into the summed rest
+    assert merges == [500.0, 1000.0], merges
+    nk, means, ref = _reference(X, resp, np.ones(n), ctype)
+    np.testing.assert_allclose(stats.weights, nk, rtol=1e-12)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-12, atol=1e-9)
+    axes = tuple(range(1, ref.ndim))
+    scale = np.abs(ref).max(axis=axes, keepdims=True) if axes else np.abs(ref)
+    assert np.all(np.abs(stats.scatter - ref) <= 1e-9 * scale)
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
+def test_pass_sums_component_without_weight(ctype, monkeypatch):
+    """A component with no responsibility anywhere gets zero weight, zero scatter and the centre as
+    its mean, as from_resp gives it (whose mean for a zero weight is the centre too)."""
+    from online_gmm import _gaussian
+    from online_gmm._pass_sums import PassAccumulator
+
+    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)
+    rng = np.random.RandomState(9)
+    X = rng.normal(size=(600, 4)) * 3.0 + 10.0
+    resp = np.zeros((600, 3))
+    resp[:, [0, 2]] = rng.dirichlet([1.0, 1.0], size=600)
+    centre = X.mean(axis=0)
+    Z = X - centre
+    acc = PassAccumulator(ctype, centre)
+    for a in range(0, 600, 200):
+        z = Z[a:a + 200]
+        squares = {"full": None, "diag": z * z, "spherical": np.einsum("nd,nd->n", z, z)}[ctype]
+        assert acc.add(z, np.ascontiguousarray(resp[a:a + 200].T), squares=squares,
+                       xt1=np.vstack([np.ones(200), z.T]))
+    stats = acc.statistics()
+    direct = SufficientStatistics.from_resp(Z, resp, covariance_type=ctype, centre=centre)
+    assert stats.weights[1] == 0.0 and np.all(stats.scatter[1] == 0.0)
+    np.testing.assert_array_equal(stats.means[1], centre)
+    np.testing.assert_array_equal(direct.means[1], centre)
+    np.testing.assert_allclose(stats.scatter, direct.scatter, rtol=1e-11,
+                               atol=1e-12 * np.abs(direct.scatter).max())
+
+
+def test_pass_sums_decline_what_has_no_raw_form():
+    """Tied, a full chunk too small for the triangular blocks, and a chunk without what the
+    kernel leaves (diag without its squares) are declined: nothing is added."""
+    from online_gmm._pass_sums import PassAccumulator
+
+    z = np.random.RandomState(0).normal(size=(5, 3))
+    rt = np.full((2, 5), 0.5)
+    xt1 = np.vstack([np.ones(5), z.T])
+    assert not PassAccumulator("tied", np.zeros(3)).add(z, rt, xt1=xt1)
+    full = PassAccumulator("full", np.zeros(3))
+    assert not full.add(z, rt, xt1=xt1)                         # 5 rows: the exact path
+    assert full.statistics() is None
+    assert not PassAccumulator("diag", np.zeros(3)).add(z, rt)
+    assert not PassAccumulator("spherical", np.zeros(3)).add(z, rt, squares=z * z)
