@@ -419,6 +419,31 @@ def test_pass_sums_chunks_without_merging(ctype, monkeypatch):
         np.testing.assert_array_equal(results[0].scatter, np.swapaxes(results[0].scatter, 1, 2))
 
 
+def test_pass_sums_merge_a_full_chunk_too_small_for_the_blocks(monkeypatch):
+    """A full pass whose last chunk is too small for the triangular blocks: that chunk's statistics
+    come from the exact path and are merged (once) into the summed chunks; the result equals the
+    two-pass reference."""
+    from online_gmm import _gaussian
+    from online_gmm._em import Scorer
+    from online_gmm._init import initial_params
+
+    rng = np.random.RandomState(22)
+    X = rng.normal(size=(2100, 6)) @ rng.normal(size=(6, 6)) + 7.0
+    params = initial_params(X, n_components=3, covariance_type="full", method="random_from_data",
+                            reg_covar=1e-6, rng=np.random.RandomState(0))
+    # rows x K x D^2: 400-row chunks 43200 (blocks), the last 100-row chunk 10800 (exact path)
+    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 20000)
+    scorer = Scorer(params)
+    scorer.rows = 400
+    merges = _count_merges(monkeypatch)
+    stats, _ = scorer.expected_statistics(X)
+    assert merges == [pytest.approx(100.0, rel=1e-12)], merges
+    nk, means, ref = _reference(X, np.exp(scorer.log_resp(X)[0]), np.ones(len(X)), "full")
+    np.testing.assert_allclose(stats.weights, nk, rtol=1e-12)
+    np.testing.assert_allclose(stats.means, means, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(stats.scatter, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
 @pytest.mark.parametrize("ctype", ["full", "diag", "spherical"])
 def test_pass_sums_finish_cancelling_chunks_on_their_own(ctype, monkeypatch):
     """A chunk whose correction would cancel (here the chunks holding a tight component far from
