@@ -111,7 +111,8 @@ def _block_gather(k_comp: int, d: int) -> tuple[np.ndarray, tuple[tuple[int, int
 
 
 @functools.lru_cache(maxsize=64)
-def _scatter_layout(k_comp: int, d: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int, int], ...], int]:
+def _scatter_layout(k_comp: int, d: int
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int, int], ...], int]:
     """Where the full scatter's triangular block products land in one flat accumulator.
 
     Block ``(lo, hi)`` contributes the product ``(hi + 1, (hi - lo) * K)`` of rows ``:hi + 1`` of
