@@ -11,9 +11,11 @@ diag          (K, D)                  the diagonal of the full scatter
 spherical     (K,)                    its trace
 ============  ======================  ===============================================
 
-Statistics are never formed from raw second moments: batches are reduced chunk by chunk about the
-chunk's own means and merged with Chan's formula, so ``a + b`` is exact (the statistics of two halves
-merged equal the statistics of the whole to rounding) and data offset by 1e8 keeps its digits.
+Statistics are never formed from moments about the origin: a block of data is reduced about its own
+means (or, within one E-step pass, about the centre every chunk shares, with a guard against
+cancellation: :mod:`online_gmm._pass_sums`), and statistics merge by Chan's formula, so ``a + b`` is
+exact (the statistics of two halves merged equal the statistics of the whole to rounding) and data
+offset by 1e8 keeps its digits.
 """
 
 from __future__ import annotations
