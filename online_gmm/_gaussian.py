@@ -458,6 +458,12 @@ def _finish_spherical(raw, nk, means, Xc, resp):
 _TINY = np.finfo(float).tiny
 
 
+def sums_means(s, nk):
+    """``s / n_k`` per component: the means about the centre from summed first moments. A
+    component of zero weight has ``s`` exactly zero (every term is), so its mean is the centre."""
+    return s / np.maximum(nk, _TINY)[:, None]
+
+
 def _per_root_weight(s, nk):
     """``s / sqrt(n_k)`` per component, so that ``s s^T / n`` is ``v v^T`` (exactly symmetric).
     A component of zero weight has ``s`` exactly zero (every term is), so it gives zero."""

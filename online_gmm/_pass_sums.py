@@ -17,19 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from online_gmm._gaussian import PASS_SUMS
+from online_gmm._gaussian import PASS_SUMS, sums_means
 from online_gmm._suffstats import SufficientStatistics
 
 __all__ = ["PassAccumulator"]
-
-_TINY = np.finfo(float).tiny
-
-
-def _means(s: np.ndarray, nk: np.ndarray) -> np.ndarray:
-    """First moments over weights: the means about the centre (zero for a component of zero
-    weight, whose first moments are exactly zero)."""
-    return s / np.maximum(nk, _TINY)[:, None]
-
 
 class PassAccumulator:
     """Sums the raw moments of a pass's chunks (see the module docstring).
@@ -96,7 +87,7 @@ class PassAccumulator:
         s, p = part
         nk = rt.sum(axis=1)
         if kind.low(p, s, nk).any():
-            means = _means(s, nk)
+            means = sums_means(s, nk)
             scatter = kind.finish(p, nk, means, z, rt.T)
             chunk = SufficientStatistics(self.covariance_type, nk, means + self.centre, scatter)
             self._exact = SufficientStatistics.accumulate(self._exact, chunk)
@@ -116,7 +107,8 @@ class PassAccumulator:
         stats = None
         if self._nk is not None:
             nk = self._nk
-            stats = SufficientStatistics(self.covariance_type, nk, _means(self._s, nk) + self.centre,
+            means = sums_means(self._s, nk) + self.centre
+            stats = SufficientStatistics(self.covariance_type, nk, means,
                                          self._kind.scatter(self._p, self._s, nk))
         if self._exact is not None:
             stats = SufficientStatistics.accumulate(stats, self._exact)
