@@ -1,0 +1,209 @@
+"""File sinks: JSON Lines and CSV, append-only with fsync'd flush and truncating restore.
+
+See :mod:`connectors.files` for the contract.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from connectors.base import ConnectorError, Position, PositionError, Sink
+from connectors.decoders import shorten
+
+__all__ = ["JSONLinesSink", "CSVSink", "to_json_line"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Sinks
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with numpy types made plain and non-finite floats replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def to_json_line(record: Mapping[str, Any]) -> bytes:
+    """One record as a line of strict JSON (``\\n`` included); NaN and infinities become ``null``.
+
+    >>> to_json_line({"score": float("nan"), "x": [1.0, float("inf")]})
+    b'{"score": null, "x": [1.0, null]}\\n'
+    """
+    if not isinstance(record, Mapping):
+        raise TypeError(f"records must be mappings, got {type(record).__name__}: {shorten(record)}")
+    try:
+        text = json.dumps(record, allow_nan=False, ensure_ascii=False)
+    except (ValueError, TypeError):
+        try:
+            text = json.dumps(_jsonable(record), allow_nan=False, ensure_ascii=False)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"record is not JSON-serialisable ({exc}): {shorten(record)}") from exc
+    return text.encode("utf-8") + b"\n"
+
+
+class _FileSink(Sink):
+    """Append-only file with fsync'd flush, durable-size position and truncating restore."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or path, got {path!r}")
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._fh = open(self.path, "ab")  # noqa: SIM115
+        self._durable = self._fh.tell()
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectorError(f"sink {self.path!r} is closed")
+
+    def flush(self) -> None:
+        """Flush and fsync: everything written so far is durable."""
+        self._check_open()
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise ConnectorError(f"cannot flush {self.path!r}: {exc}") from exc
+        self._durable = self._fh.tell()
+
+    def position(self) -> Position:
+        """``{"path": path, "size": durable_size}``: the size as of the last :meth:`flush`."""
+        return {"path": self.path, "size": self._durable}
+
+    def restore(self, position: Position) -> None:
+        """Truncate the file back to ``position["size"]`` (discarding anything written after it).
+
+        ``None`` (no position was ever saved) is a no-op.
+        """
+        self._check_open()
+        if position is None:
+            return
+        if not isinstance(position, Mapping) or set(position) != {"path", "size"}:
+            raise PositionError(f"position must be a dict with keys ['path', 'size'], got {shorten(position, 200)}")
+        size = position["size"]
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise PositionError(f"position['size'] must be a non-negative int, got {size!r}")
+        if os.path.abspath(position["path"]) != os.path.abspath(self.path):
+            raise PositionError(f"position is for {position['path']!r}, this sink writes {self.path!r}")
+        self._fh.flush()
+        current = os.fstat(self._fh.fileno()).st_size
+        if size > current:
+            raise PositionError(
+                f"cannot restore {self.path!r} to {size} bytes: it has only {current} (data was lost)"
+            )
+        self._fh.truncate(size)
+        self._fh.seek(0, os.SEEK_END)
+        os.fsync(self._fh.fileno())
+        self._durable = size
+
+    def close(self) -> None:
+        """Flush (with fsync) and close; idempotent."""
+        if not self._closed:
+            self.flush()
+            self._fh.close()
+            self._closed = True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+
+class JSONLinesSink(_FileSink):
+    """Append records as JSON Lines (strict JSON: NaN/inf become ``null``).
+
+    Parameters
+    ----------
+    path : str or path
+        Created (with its directory) if absent; appended to otherwise.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.jsonl")
+    >>> with JSONLinesSink(path) as sink:
+    ...     sink.write([{"score": 1.5}, {"score": float("nan")}])
+    >>> open(path).read()
+    '{"score": 1.5}\\n{"score": null}\\n'
+    """
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records (buffered until :meth:`flush`)."""
+        self._check_open()
+        self._fh.write(b"".join(to_json_line(r) for r in records))
+
+
+class CSVSink(_FileSink):
+    """Append records as CSV rows with the given fields as columns.
+
+    Parameters
+    ----------
+    path : str or path
+        Created if absent (a header row is written into an empty file); appended to otherwise.
+    fields : sequence of str
+        Column order; absent keys and None / NaN / inf values give an empty cell, other keys are ignored.
+    delimiter : str, default=","
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "out.csv")
+    >>> with CSVSink(path, ["id", "score"]) as sink:
+    ...     sink.write([{"id": "a", "score": 0.5}, {"id": "b", "score": float("inf")}])
+    >>> open(path).read()
+    'id,score\\na,0.5\\nb,\\n'
+    """
+
+    def __init__(self, path: str | os.PathLike, fields: Sequence[str], *, delimiter: str = ",") -> None:
+        if isinstance(fields, str) or not isinstance(fields, Sequence) or not fields or not all(
+            isinstance(f, str) for f in fields
+        ):
+            raise ValueError(f"fields must be a non-empty list of str, got {fields!r}")
+        if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '\r\n"':
+            raise ValueError(f"delimiter must be one character other than a quote or newline, got {delimiter!r}")
+        self.fields = list(fields)
+        self.delimiter = delimiter
+        super().__init__(path)
+        if self._durable == 0:
+            self._write_rows([self.fields])
+            self.flush()
+
+    def _write_rows(self, rows: list[list[Any]]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, delimiter=self.delimiter, lineterminator="\n").writerows(rows)
+        self._fh.write(buf.getvalue().encode("utf-8"))
+
+    @staticmethod
+    def _cell(v: Any) -> Any:
+        if isinstance(v, np.generic):
+            v = v.item()
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return ""
+        if isinstance(v, (dict, list, tuple)):
+            return json.dumps(_jsonable(v), allow_nan=False)
+        return v
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records (buffered until :meth:`flush`)."""
+        self._check_open()
+        if self._fh.tell() == 0:  # restored to an empty file: the header goes first again
+            self._write_rows([self.fields])
+        self._write_rows([[self._cell(r.get(f)) for f in self.fields] for r in records])
