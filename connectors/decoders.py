@@ -156,13 +156,18 @@ class JSONDecoder:
     missing : {"reject", "nan"}, default="reject"
         What a missing field or ``null`` does; see the module docstring.  Literal ``NaN``/``Infinity``
         values are rejected in both modes.
+    carry : sequence of str or tuple of str, default=()
+        Fields carried along unchanged with every good record (an event id, a timestamp, a key), named
+        like ``fields``; :meth:`decode_columns` returns them as columns (absent: ``None``).
 
     Notes
     -----
-    The input must be UTF-8 (strictly: invalid bytes, including lone surrogates, are rejected).  The
-    parser is the standard library's C ``json`` scanner; field extraction is compiled once into a
-    single Python expression, and values are collected in one flat list converted to an array once
-    per call, so a record costs little more than ``json.loads``.
+    The input must be UTF-8 (strictly: invalid bytes, including lone surrogates, are rejected).  A
+    batch is decoded by msgspec in one call over the joined lines into typed records (see
+    :mod:`connectors._jsonblock` for why that call cannot mix up lines); the values go into the matrix
+    in one pass.  Lines that call cannot take (a bad record, or anything unusual) are decoded one by
+    one by the standard library's ``json``, which names the reason: both paths give the same values, so
+    results do not depend on how records are batched.
 
     Examples
     --------
@@ -174,55 +179,58 @@ class JSONDecoder:
     [(1, "field 'a' is not finite: NaN")]
     """
 
-    def __init__(self, fields: Sequence[str | tuple[str, ...]], *, missing: str = "reject") -> None:
+    def __init__(self, fields: Sequence[str | tuple[str, ...]], *, missing: str = "reject",
+                 carry: Sequence[str | tuple[str, ...]] = ()) -> None:
         if isinstance(fields, (str, bytes)) or not isinstance(fields, Sequence):
             raise TypeError(f"fields must be a sequence of field names, got {fields!r}")
         if len(fields) == 0:
             raise ValueError(f"fields must name at least one field, got {fields!r}")
-        paths: list[tuple[str, ...]] = []
-        for f in fields:
-            if isinstance(f, str) and f:
-                path = tuple(f.split("."))
-            elif isinstance(f, tuple) and f and all(isinstance(k, str) for k in f):
-                path = f
-            else:
-                raise ValueError(f"each field must be a non-empty str or tuple of str, got {f!r}")
-            if any(k == "" for k in path):
-                raise ValueError(f"field {f!r} has an empty path component")
-            paths.append(path)
+        if isinstance(carry, (str, bytes)) or not isinstance(carry, Sequence):
+            raise TypeError(f"carry must be a sequence of field names, got {carry!r}")
+        paths = [_field_path(f, "field") for f in fields]
+        carry_paths = [_field_path(f, "carry field") for f in carry]
         self.missing = _check_missing(missing)
         self.fields = list(fields)
+        self.carry = list(carry)
         self._paths = paths
+        self._carry_paths = carry_paths
         self.feature_names: list[str] = [".".join(p) for p in paths]
+        self.carry_names: list[str] = [".".join(p) for p in carry_paths]
         self.n_features: int | None = len(paths)
         self._decode = json.JSONDecoder(parse_constant=_NotFinite).decode
-        # One compiled expression extracting every field; any failure falls back to the slow path.
-        items = ", ".join("o" + "".join(f"[{k!r}]" for k in p) for p in paths)
-        self._extract = eval(f"lambda o: ({items},)", {})  # noqa: S307 - keys are repr()'d literals
-        checks = " and ".join(f"(type(v[{i}]) is float or type(v[{i}]) is int)" for i in range(len(paths)))
-        self._numeric = eval(f"lambda v: {checks}", {})  # noqa: S307
+        from connectors._jsonblock import BlockDecoder
+
+        try:
+            self._block: Any = BlockDecoder(paths, missing_nan=self.missing == "nan", carry=carry_paths)
+        except ValueError:  # a path that is both a value and an object: only the careful path can say
+            self._block = None
 
     def __repr__(self) -> str:
-        return f"JSONDecoder({self.fields!r}, missing={self.missing!r})"
+        extra = f", carry={self.carry!r}" if self.carry else ""
+        return f"JSONDecoder({self.fields!r}, missing={self.missing!r}{extra})"
 
     def _slow(self, raw: bytes) -> list[float] | str:
         """Decode one record carefully: the values, or the reason it is rejected."""
+        return self._careful(raw)[0]
+
+    def _careful(self, raw: bytes) -> tuple[list[float] | str, Any]:
+        """The values (or the reason the record is rejected) and the decoded object."""
         try:
             text = raw.decode("utf-8") if not isinstance(raw, str) else raw
         except UnicodeDecodeError as exc:
-            return _bad_utf8(raw, exc)
+            return _bad_utf8(raw, exc), None
         except AttributeError:
             raise TypeError(f"raws must contain bytes, got {type(raw).__name__}: {shorten(raw)}") from None
         try:
             obj = self._decode(text)
         except json.JSONDecodeError as exc:
-            return f"malformed JSON ({exc.msg} at char {exc.pos}): {shorten(raw)}"
+            return f"malformed JSON ({exc.msg} at char {exc.pos}): {shorten(raw)}", None
         except ValueError as exc:  # e.g. an integer literal beyond sys.get_int_max_str_digits()
-            return f"malformed JSON ({shorten(str(exc), 80)}): {shorten(raw)}"
+            return f"malformed JSON ({shorten(str(exc), 80)}): {shorten(raw)}", None
         except RecursionError:
-            return f"malformed JSON (nested too deeply): {shorten(raw)}"
+            return f"malformed JSON (nested too deeply): {shorten(raw)}", None
         if not isinstance(obj, dict):
-            return f"not a JSON object: {shorten(obj)}"
+            return f"not a JSON object: {shorten(obj)}", None
         nan_ok = self.missing == "nan"
         out: list[float] = []
         for name, path in zip(self.feature_names, self._paths):
@@ -230,7 +238,7 @@ class JSONDecoder:
             for depth, key in enumerate(path):
                 if not isinstance(node, dict):
                     parent = ".".join(path[:depth])
-                    return f"field {name!r}: {parent!r} is not an object: {shorten(node)}"
+                    return f"field {name!r}: {parent!r} is not an object: {shorten(node)}", None
                 if key not in node:
                     node = _ABSENT
                     break
@@ -239,22 +247,22 @@ class JSONDecoder:
                 if nan_ok:
                     out.append(math.nan)
                     continue
-                return f"field {name!r} is missing" if node is _ABSENT else f"field {name!r} is null"
+                return f"field {name!r} is missing" if node is _ABSENT else f"field {name!r} is null", None
             t = type(node)
             if t is bool:
-                return f"field {name!r} is a bool, not a number: {node!r}"
+                return f"field {name!r} is a bool, not a number: {node!r}", None
             if t is _NotFinite:
-                return f"field {name!r} is not finite: {node!r}"
+                return f"field {name!r} is not finite: {node!r}", None
             if t is not float and t is not int:
-                return f"field {name!r} is not a number: {shorten(node)}"
+                return f"field {name!r} is not a number: {shorten(node)}", None
             try:
                 v = float(node)
             except OverflowError:
-                return f"field {name!r} is too large for float64: {shorten(node)}"
+                return f"field {name!r} is too large for float64: {shorten(node)}", None
             if not math.isfinite(v):
-                return f"field {name!r} is not finite: {shorten(node)}"
+                return f"field {name!r} is not finite: {shorten(node)}", None
             out.append(v)
-        return out
+        return out, obj
 
     def decode_many(
         self, raws: Sequence[bytes]
@@ -271,56 +279,95 @@ class JSONDecoder:
         good : list of int
         rejects : list of (int, str)
         """
-        decode, extract, numeric, slow = self._decode, self._extract, self._numeric, self._slow
-        flat: list[Any] = []
-        good: list[int] = []
-        trusted: list[int] = []  # rows validated by the slow path (may hold NaN for missing)
+        X, good, rejects, _ = self.decode_columns(raws)
+        return X, good, rejects
+
+    def decode_columns(
+        self, raws: Sequence[bytes]
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]], dict[str, np.ndarray]]:
+        """Decode a batch, with the carried fields as columns.
+
+        Parameters
+        ----------
+        raws : sequence of bytes, length n_records
+
+        Returns
+        -------
+        X : ndarray of shape (n_good, n_features), float64
+        good : list of int
+        rejects : list of (int, str)
+        carried : dict of str to ndarray of shape (n_good,), object
+            One column per ``carry`` field, in ``carry`` order.
+        """
+        if not isinstance(raws, Sequence) or not all(isinstance(r, (bytes, bytearray)) for r in raws):
+            bad = next((r for r in raws if not isinstance(r, (bytes, bytearray))), raws)
+            raise TypeError(f"raws must contain bytes, got {type(bad).__name__}: {shorten(bad)}")
+        n, d = len(raws), len(self._paths)
+        if self._block is not None and n:
+            X, done, carried, left = self._block.decode(raws)
+            if X.shape[0]:
+                # msgspec refuses NaN/Infinity literals and out-of-range numbers; keep a cheap guard
+                fin = np.isfinite(X) if self.missing == "reject" else ~np.isinf(X)
+                ok = fin.all(axis=1)
+                if not ok.all():
+                    left = np.union1d(left, done[~ok])
+                    X, done = X[ok], done[ok]
+                    carried = [[v for v, k in zip(c, ok) if k] for c in carried]
+        else:
+            X, done, left = np.empty((0, d)), np.empty(0, np.int64), np.arange(n)
+            carried = [[] for _ in self._carry_paths]
+        if left.size == 0:
+            return X, done.tolist(), [], self._carried_columns(carried)
+        # the careful path, for the lines the block path left (bad ones, or unusual ones)
+        rows: list[list[float]] = []
+        slow_good: list[int] = []
+        slow_carry: list[list[Any]] = [[] for _ in self._carry_paths]
         rejects: list[tuple[int, str]] = []
-        i = 0
-        for raw in raws:
-            try:
-                v = extract(decode(raw.decode("utf-8")))
-                if numeric(v):
-                    flat += v
-                    good.append(i)
-                    i += 1
-                    continue
-            except Exception:  # noqa: BLE001 - any failure: diagnose on the slow path
-                pass
-            res = slow(raw)
+        for i in left.tolist():
+            res, obj = self._careful(raws[i])
             if type(res) is str:
                 rejects.append((i, res))
-            else:
-                trusted.append(len(good))
-                flat += res
-                good.append(i)
-            i += 1
-        d = len(self._paths)
-        try:
-            X = np.array(flat, dtype=np.float64).reshape(len(good), d)
-        except OverflowError:  # an integer beyond float64: find it row by row
-            X, good, rejects, trusted = self._rows_one_by_one(flat, good, rejects, trusted)
-        return _split_nonfinite(X, good, trusted, rejects, self.feature_names, "field")
-
-    def _rows_one_by_one(self, flat, good, rejects, trusted):
-        d = len(self._paths)
-        rows, keep, keep_trusted = [], [], []
-        for r, idx in enumerate(good):
-            vals = flat[r * d: (r + 1) * d]
-            try:
-                rows.append([float(v) for v in vals])
-            except OverflowError:
-                col = next(c for c, v in enumerate(vals) if isinstance(v, int) and abs(v) > 1e308)
-                rejects.append(
-                    (idx, f"field {self.feature_names[col]!r} is too large for float64: {shorten(vals[col])}")
-                )
                 continue
-            if r in trusted:
-                keep_trusted.append(len(keep))
-            keep.append(idx)
-        rejects.sort()
-        X = np.array(rows, dtype=np.float64).reshape(len(keep), d)
-        return X, keep, rejects, keep_trusted
+            rows.append(res)
+            slow_good.append(i)
+            for c, path in zip(slow_carry, self._carry_paths):
+                c.append(_get_path(obj, path))
+        if not slow_good:
+            return X, done.tolist(), rejects, self._carried_columns(carried)
+        good = np.concatenate([done, np.asarray(slow_good, dtype=np.int64)])
+        order = np.argsort(good, kind="stable")
+        Xall = np.concatenate([X, np.asarray(rows, dtype=np.float64).reshape(len(rows), d)])[order]
+        carried = [[(fast + slow)[j] for j in order.tolist()] for fast, slow in zip(carried, slow_carry)]
+        return Xall, good[order].tolist(), rejects, self._carried_columns(carried)
+
+    def _carried_columns(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, values in zip(self.carry_names, carried):
+            col = np.empty(len(values), dtype=object)
+            col[:] = values
+            out[name] = col
+        return out
+
+
+def _field_path(f: Any, what: str) -> tuple[str, ...]:
+    if isinstance(f, str) and f:
+        path = tuple(f.split("."))
+    elif isinstance(f, tuple) and f and all(isinstance(k, str) for k in f):
+        path = f
+    else:
+        raise ValueError(f"each {what} must be a non-empty str or tuple of str, got {f!r}")
+    if any(k == "" for k in path):
+        raise ValueError(f"{what} {f!r} has an empty path component")
+    return path
+
+
+def _get_path(obj: Any, path: tuple[str, ...]) -> Any:
+    """``obj[path[0]][path[1]]...``, or None where a key is absent or a node is not an object."""
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
 
 
 class _Absent:
