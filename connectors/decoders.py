@@ -395,6 +395,9 @@ class CSVDecoder:
     missing : {"reject", "nan"}, default="reject"
         What an empty cell (or a row too short to hold a column) does; see the module docstring.
         Literal ``nan``/``inf`` cells are always rejected.
+    carry : sequence of str or int, default=()
+        Columns carried along as text with every good record (an event id, a timestamp);
+        :meth:`decode_columns` returns them as columns.
 
     Notes
     -----
@@ -425,7 +428,10 @@ class CSVDecoder:
         delimiter: str = ",",
         quotechar: str = '"',
         missing: str = "reject",
+        carry: Sequence[str | int] = (),
     ) -> None:
+        if isinstance(carry, (str, bytes)) or not isinstance(carry, Sequence):
+            raise TypeError(f"carry must be a sequence of column names or indices, got {carry!r}")
         if isinstance(columns, (str, bytes)) or not isinstance(columns, Sequence) or len(columns) == 0:
             raise ValueError(f"columns must be a non-empty sequence of names or indices, got {columns!r}")
         for name, ch in (("delimiter", delimiter), ("quotechar", quotechar)):
@@ -438,8 +444,27 @@ class CSVDecoder:
         self.delimiter = delimiter
         self.quotechar = quotechar
         self.missing = _check_missing(missing)
+        self.carry = list(carry)
+        idx = self._resolve(self.columns)
+        self._carry_idx = self._resolve(self.carry)
+        self.carry_names: list[str] = [
+            self.header[i] if self.header is not None else str(c) for c, i in zip(self.carry, self._carry_idx)
+        ]
+        self._idx = idx
+        self._width = None if self.header is None else len(self.header)
+        self._min_width = max(idx + self._carry_idx) + 1
+        self.feature_names: list[str] = [
+            self.header[i] if self.header is not None else str(c) for c, i in zip(self.columns, idx)
+        ]
+        self.n_features: int | None = len(idx)
+        self._usecols = tuple(idx)
+        self._bdelim = delimiter.encode()
+        self._bquote = quotechar.encode()
+
+    def _resolve(self, columns: Sequence[str | int]) -> list[int]:
+        """0-based indices of columns given by name or index (ValueError naming a bad one)."""
         idx: list[int] = []
-        for c in self.columns:
+        for c in columns:
             if isinstance(c, bool) or not isinstance(c, (int, str)):
                 raise ValueError(f"each column must be a str name or an int index, got {c!r}")
             if isinstance(c, int):
@@ -455,16 +480,7 @@ class CSVDecoder:
                 if c not in self.header:
                     raise ValueError(f"column {c!r} is not in the header {shorten(self.header, 200)}")
                 idx.append(self.header.index(c))
-        self._idx = idx
-        self._width = None if self.header is None else len(self.header)
-        self._min_width = max(idx) + 1
-        self.feature_names: list[str] = [
-            self.header[i] if self.header is not None else str(c) for c, i in zip(self.columns, idx)
-        ]
-        self.n_features: int | None = len(idx)
-        self._usecols = tuple(idx)
-        self._bdelim = delimiter.encode()
-        self._bquote = quotechar.encode()
+        return idx
 
     def __repr__(self) -> str:
         return (
@@ -476,7 +492,7 @@ class CSVDecoder:
         """The same decoder bound to ``header`` (raises ValueError if a named column is absent)."""
         return CSVDecoder(
             self.columns, header=header, delimiter=self.delimiter, quotechar=self.quotechar,
-            missing=self.missing,
+            missing=self.missing, carry=self.carry,
         )
 
     def split_row(self, raw: bytes) -> list[str]:
@@ -521,7 +537,7 @@ class CSVDecoder:
             out.append(v)
         return out
 
-    def _fast(self, raws: Sequence[bytes]) -> np.ndarray | None:
+    def _fast(self, raws: Sequence[bytes]) -> tuple[np.ndarray, list[list[str]]] | None:
         """All rows at once through a C parser (pyarrow if installed, else numpy.loadtxt), or None
         if anything looks unusual (then the row-by-row path decides, so results never differ)."""
         try:
@@ -541,9 +557,11 @@ class CSVDecoder:
             return None
         arrow = _arrow_csv()
         if arrow is not None:
-            X = self._fast_arrow(arrow, block, n)
-            if X is not None:
-                return X
+            got = self._fast_arrow(arrow, block, n)
+            if got is not None:
+                return got
+        if self._carry_idx:
+            return None
         try:
             X = np.loadtxt(
                 io.StringIO(text), delimiter=self.delimiter, comments=None, quotechar=None,
@@ -553,18 +571,21 @@ class CSVDecoder:
             return None
         if X.shape != (n, len(self._idx)):
             return None
-        return X
+        return X, []
 
-    def _fast_arrow(self, arrow: Any, block: bytes, n: int) -> np.ndarray | None:
+    def _fast_arrow(self, arrow: Any, block: bytes, n: int) -> tuple[np.ndarray, list[list[str]]] | None:
         pa, pcsv = arrow
         width = self._width
         if width is None:
             first = block[: block.find(b"\n")] if n > 1 else block
             width = first.count(self._bdelim) + 1
-            if width <= max(self._idx):
+            if width <= max(self._idx + self._carry_idx):
                 return None
         names = [f"c{i}" for i in range(width)]
         wanted = [f"c{i}" for i in self._idx]
+        carried = [f"c{i}" for i in self._carry_idx]
+        types = {c: pa.string() for c in carried}
+        types.update({c: pa.float64() for c in wanted})
         try:
             table = pcsv.read_csv(
                 pa.py_buffer(block),
@@ -572,7 +593,7 @@ class CSVDecoder:
                 parse_options=pcsv.ParseOptions(delimiter=self.delimiter, quote_char=False, double_quote=False,
                                                 escape_char=False, newlines_in_values=False, ignore_empty_lines=False),
                 convert_options=pcsv.ConvertOptions(
-                    column_types={c: pa.float64() for c in set(wanted)}, include_columns=list(dict.fromkeys(wanted)),
+                    column_types=types, include_columns=list(dict.fromkeys(wanted + carried)),
                     null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
                 ),
             )
@@ -583,7 +604,7 @@ class CSVDecoder:
         X = np.empty((n, len(wanted)), dtype=np.float64)
         for j, c in enumerate(wanted):
             X[:, j] = table.column(c).to_numpy()
-        return X
+        return X, [table.column(c).to_pylist() for c in carried]
 
     def decode_many(
         self, raws: Sequence[bytes]
@@ -600,19 +621,28 @@ class CSVDecoder:
         good : list of int
         rejects : list of (int, str)
         """
+        X, good, rejects, _ = self.decode_columns(raws)
+        return X, good, rejects
+
+    def decode_columns(
+        self, raws: Sequence[bytes]
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]], dict[str, np.ndarray]]:
+        """Decode a batch, with the carried columns (text, object arrays of length n_good)."""
         n = len(raws)
         d = len(self._idx)
         if n == 0:
-            return np.empty((0, d)), [], []
-        X = self._fast(raws) if n > 1 or self._width is not None else None
-        if X is not None:
+            return np.empty((0, d)), [], [], self._carried([[] for _ in self._carry_idx])
+        got = self._fast(raws) if n > 1 or self._width is not None else None
+        if got is not None:
+            X, carried = got
             ok = np.isfinite(X).all(axis=1)
             if ok.all():
-                return X, list(range(n)), []
+                return X, list(range(n)), [], self._carried(carried)
             # Some literal nan/inf: let the row-by-row path name them.
         flat: list[float] = []
         good: list[int] = []
         rejects: list[tuple[int, str]] = []
+        carried = [[] for _ in self._carry_idx]
         for i, raw in enumerate(raws):
             res = self._slow(raw)
             if type(res) is str:
@@ -620,7 +650,19 @@ class CSVDecoder:
             else:
                 flat += res
                 good.append(i)
-        return np.array(flat, dtype=np.float64).reshape(len(good), d), good, rejects
+                if self._carry_idx:
+                    cells = self.split_row(raw)
+                    for c, j in zip(carried, self._carry_idx):
+                        c.append(cells[j] if j < len(cells) else None)
+        return np.array(flat, dtype=np.float64).reshape(len(good), d), good, rejects, self._carried(carried)
+
+    def _carried(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, values in zip(self.carry_names, carried):
+            col = np.empty(len(values), dtype=object)
+            col[:] = values
+            out[name] = col
+        return out
 
 
 _ARROW: list[Any] = []
