@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -21,6 +22,17 @@ kafka = pytest.importorskip("kafka")
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
+
+#: Both clients run every real-broker test.
+CLIENTS = ["kafka-python", "confluent"]
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request) -> str:
+    """The Kafka client under test (confluent-kafka must be installed: the test extra has it)."""
+    if request.param == "confluent":
+        pytest.importorskip("confluent_kafka") if os.environ.get("CI") != "true" else None
+    return request.param
 
 FIELDS = ["a", "b.c"]
 BAD_KINDS = [
@@ -56,10 +68,10 @@ def produce(bootstrap: str, topic: str, raws: list[bytes], partitions: int = 3,
         producer.close()
 
 
-def source(bootstrap: str, topic: str, group: str | None, **kwargs: Any) -> KafkaSource:
+def source(bootstrap: str, topic: str, client: str, group: str | None, **kwargs: Any) -> KafkaSource:
     settings = dict(KAFKA_GROUP_SETTINGS) if group is not None else {}
     settings.update(kwargs)
-    return KafkaSource(topic, bootstrap, group, JSONDecoder(FIELDS), **settings)
+    return KafkaSource(topic, bootstrap, group, JSONDecoder(FIELDS), client=client, **settings)
 
 
 def drain(src: KafkaSource, n_expected: int, *, deadline_s: float = 20.0, max_records: int = 200,
@@ -105,7 +117,7 @@ def read_topic(bootstrap: str, topic: str, n_expected: int, deadline_s: float = 
 
 
 # ---------------------------------------------------------------------- acceptance
-def test_good_and_bad_records_dead_letters_and_resume(kafka_broker, kafka_topic, kafka_group):
+def test_good_and_bad_records_dead_letters_and_resume(kafka_broker, kafka_topic, kafka_group, client):
     bs = kafka_broker.bootstrap_servers
     topic, dlq_topic = kafka_topic(3), kafka_topic(1, prefix="dlq")
     n = 700
@@ -115,8 +127,8 @@ def test_good_and_bad_records_dead_letters_and_resume(kafka_broker, kafka_topic,
     assert 0 < n_bad < n
 
     group = kafka_group()
-    dlq = DeadLetterSink(KafkaSink(dlq_topic, bs))  # the shared dead-letter format, on Kafka
-    with source(bs, topic, group) as src:
+    dlq = DeadLetterSink(KafkaSink(dlq_topic, bs, client=client))  # the shared dead-letter format, on Kafka
+    with source(bs, topic, client, group) as src:
         batches = drain(src, n, on_batch=dlq.write_batch)
         dlq.flush()
         saved = src.position()
@@ -151,7 +163,7 @@ def test_good_and_bad_records_dead_letters_and_resume(kafka_broker, kafka_topic,
     # more events after the close; a new source seeked to the saved position sees exactly those
     more, more_bad = make_events(90, start=n)
     produce(bs, topic, more)
-    with source(bs, topic, group) as src2:  # nothing was committed: the group alone would restart at 0
+    with source(bs, topic, client, group) as src2:  # nothing was committed: the group alone would restart at 0
         src2.seek(saved)
         assert src2.position() == saved
         batches2 = drain(src2, len(more))
@@ -164,7 +176,7 @@ def test_good_and_bad_records_dead_letters_and_resume(kafka_broker, kafka_topic,
     assert final == {topic: {str(p): len(range(p, n + 90, 3)) for p in range(3)}}
 
 
-def test_commit_only_when_told(kafka_broker, kafka_topic, kafka_group):
+def test_commit_only_when_told(kafka_broker, kafka_topic, kafka_group, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(3)
     raws, _ = make_events(300, bad_every=None)
@@ -172,7 +184,7 @@ def test_commit_only_when_told(kafka_broker, kafka_topic, kafka_group):
     group = kafka_group()
 
     first: list[dict] = []
-    with source(bs, topic, group) as src:
+    with source(bs, topic, client, group) as src:
         while len(first) < 120:
             first.extend(src.read(120 - len(first), timeout=0.5).meta)
         committed_at = src.position()
@@ -182,7 +194,7 @@ def test_commit_only_when_told(kafka_broker, kafka_topic, kafka_group):
     assert len(first) == 120
 
     # a restarted member of the group resumes from the last commit: exactly the 180 uncommitted ones
-    with source(bs, topic, group) as src2:
+    with source(bs, topic, client, group) as src2:
         again = drain(src2, 180)
         assert src2.position() == {topic: {str(p): 100 for p in range(3)}}
     metas_again, _ = records_of(again)
@@ -224,11 +236,11 @@ def _wait(predicate, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_two_consumers_split_partitions_exactly_once(kafka_broker, kafka_topic, kafka_group):
+def test_two_consumers_split_partitions_exactly_once(kafka_broker, kafka_topic, kafka_group, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(3)
     group = kafka_group()
-    a, b = _Member(source(bs, topic, group)), _Member(source(bs, topic, group))
+    a, b = _Member(source(bs, topic, client, group)), _Member(source(bs, topic, client, group))
     every = [(topic, p) for p in range(3)]
     try:
         a.start()
@@ -262,12 +274,12 @@ def test_two_consumers_split_partitions_exactly_once(kafka_broker, kafka_topic, 
         b.join(10)
 
 
-def test_group_less_source_reads_every_partition(kafka_broker, kafka_topic):
+def test_group_less_source_reads_every_partition(kafka_broker, kafka_topic, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(2)
     raws, _ = make_events(40, bad_every=None)
     produce(bs, topic, raws, partitions=2)
-    with source(bs, topic, None, max_idle_s=0.5) as src:
+    with source(bs, topic, client, None, max_idle_s=0.5) as src:
         batches = drain(src, 40)
         assert sum(b.n_records for b in batches) == 40
         with pytest.raises(ConnectorError, match="group_id"):
@@ -277,9 +289,9 @@ def test_group_less_source_reads_every_partition(kafka_broker, kafka_topic):
         assert statuses[-1] == "end"
 
 
-def test_seek_validates_position(kafka_broker, kafka_topic, kafka_group):
+def test_seek_validates_position(kafka_broker, kafka_topic, kafka_group, client):
     topic = kafka_topic(1)
-    with source(kafka_broker.bootstrap_servers, topic, kafka_group()) as src:
+    with source(kafka_broker.bootstrap_servers, topic, client, kafka_group()) as src:
         with pytest.raises(ValueError, match="does not read"):
             src.seek({"another-topic": {"0": 3}})
         with pytest.raises(ValueError, match="non-negative int"):
@@ -326,10 +338,10 @@ def _read_until_error(src: KafkaSource, seconds: float = 10.0) -> None:
     pytest.fail(f"no PositionError within {seconds} s; position={src.position()!r}")
 
 
-def _saved_position(bs: str, topic: str, n: int, partitions: int) -> dict:
+def _saved_position(bs: str, topic: str, n: int, partitions: int, client: str) -> dict:
     raws, _ = make_events(n, bad_every=None)
     produce(bs, topic, raws, partitions=partitions)
-    with source(bs, topic, "g-before") as src:
+    with source(bs, topic, client, "g-before") as src:
         drain(src, n, settle_reads=0)
         saved = src.position()
         src.commit()
@@ -337,44 +349,44 @@ def _saved_position(bs: str, topic: str, n: int, partitions: int) -> dict:
     return saved
 
 
-def test_position_error_when_log_is_shorter_after_restart(own_broker):
+def test_position_error_when_log_is_shorter_after_restart(own_broker, client):
     bs, topic = own_broker.bootstrap_servers, "events"
     _create(bs, topic, 2)
-    saved = _saved_position(bs, topic, 60, 2)
+    saved = _saved_position(bs, topic, 60, 2, client)
     own_broker.restart()  # memory storage: topics and commits are gone
     assert own_broker.bootstrap_servers == bs
     _create(bs, topic, 2)
     small, _ = make_events(10, bad_every=None)
     produce(bs, topic, small, partitions=2)  # 5 per partition < 30 saved
-    with source(bs, topic, "g-after") as src:
+    with source(bs, topic, client, "g-after") as src:
         src.seek(saved)
         with pytest.raises(PositionError, match=r"offset 30 of topic 'events' partition \d.*high-water mark is 5"):
             _read_until_error(src)
 
 
-def test_position_error_when_topic_or_partition_vanished(own_broker):
+def test_position_error_when_topic_or_partition_vanished(own_broker, client):
     bs, topic = own_broker.bootstrap_servers, "events"
     _create(bs, topic, 2)
-    saved = _saved_position(bs, topic, 20, 2)
+    saved = _saved_position(bs, topic, 20, 2, client)
     own_broker.restart()
-    with source(bs, topic, "g-after") as src:  # the topic is gone (Tansu re-creates it empty on lookup)
+    with source(bs, topic, client, "g-after") as src:  # the topic is gone (Tansu re-creates it empty on lookup)
         src.seek(saved)
         with pytest.raises(PositionError, match="no longer exists.*(topic does not exist|high-water mark is 0)"):
             _read_until_error(src)
     own_broker.restart()
     _create(bs, topic, 1)  # recreated with fewer partitions
-    with source(bs, topic, "g-after2") as src:
+    with source(bs, topic, client, "g-after2") as src:
         src.seek(saved)
         with pytest.raises(PositionError, match=r"partition 1 .*partitions \[0\]"):
             _read_until_error(src)
 
 
-def test_live_consumer_notices_broker_restart(own_broker):
+def test_live_consumer_notices_broker_restart(own_broker, client):
     bs, topic = own_broker.bootstrap_servers, "events"
     _create(bs, topic, 2)
     raws, _ = make_events(40, bad_every=None)
     produce(bs, topic, raws, partitions=2)
-    src = source(bs, topic, "g-live")
+    src = source(bs, topic, client, "g-live")
     try:
         drain(src, 40, settle_reads=0)
         own_broker.restart()
@@ -387,12 +399,12 @@ def test_live_consumer_notices_broker_restart(own_broker):
 
 
 # ---------------------------------------------------------------------- sink
-def test_sink_round_trip_with_keys(kafka_broker, kafka_topic, kafka_group):
+def test_sink_round_trip_with_keys(kafka_broker, kafka_topic, kafka_group, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(3)
     records = [{"a": np.float64(i), "b": {"c": float(i) * 2}, "user": f"u{i % 5}", "nan": float("nan")}
                for i in range(100)]
-    with KafkaSink(topic, bs, key="user", linger_ms=5) as sink:
+    with KafkaSink(topic, bs, key="user", linger_ms=5, client=client) as sink:
         sink.write(records[:60])
         sink.flush()
         assert sink.position() == {"delivered": 60}
@@ -408,32 +420,37 @@ def test_sink_round_trip_with_keys(kafka_broker, kafka_topic, kafka_group):
     assert sorted(by_key) == [f"u{i}" for i in range(5)]
     assert all(len(parts) == 1 for parts in by_key.values())  # one key, one partition
     # and it reads back through the source
-    with source(bs, topic, kafka_group()) as src:
+    with source(bs, topic, client, kafka_group()) as src:
         batches = drain(src, 100)
     X = np.vstack([b.X for b in batches])
     assert sorted(X[:, 0]) == list(range(100)) and np.array_equal(X[:, 1], 2 * X[:, 0])
     assert {m["key"] for b in batches for m in b.meta} == {f"u{i}" for i in range(5)}
 
 
-def test_sink_callable_key_and_custom_encoder(kafka_broker, kafka_topic):
+def test_sink_callable_key_and_custom_encoder(kafka_broker, kafka_topic, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(1)
-    with KafkaSink(topic, bs, key=lambda r: r["k"] * 2, encoder=lambda r: str(r["v"]).encode()) as sink:
+    with KafkaSink(topic, bs, key=lambda r: r["k"] * 2, encoder=lambda r: str(r["v"]).encode(),
+                   client=client) as sink:
         sink.write([{"k": "x", "v": 1}, {"k": "y", "v": 2}])
     msgs = read_topic(bs, topic, 2)
     assert [(m.key, m.value) for m in msgs] == [(b"xx", b"1"), (b"yy", b"2")]
 
 
-def test_sink_flush_reports_failed_deliveries(kafka_broker, kafka_topic):
+def test_sink_flush_reports_failed_deliveries(kafka_broker, kafka_topic, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(1)
-    sink = KafkaSink(topic, bs, max_request_size=2000)
+    limit = {"kafka-python": {"max_request_size": 2000}, "confluent": {"message_max_bytes": 2000}}[client]
+    sink = KafkaSink(topic, bs, client=client, **limit)
     try:
-        sink.write([{"i": 0}, {"i": 1, "blob": "x" * 5000}, {"i": 2}])
-        with pytest.raises(ConnectorError, match=r"failed to deliver 1 record.*record 1: .*MessageSizeTooLarge"):
+        sink.write([{"i": 0}, {"i": 1, "blob": "x" * 5000}, {"i": 2}])  # nothing raised before flush
+        with pytest.raises(ConnectorError,
+                           match=r"failed to deliver 1 record.*record 1: .*(MessageSizeTooLarge|MSG_SIZE_TOO_LARGE)"):
             sink.flush()
-        sink.write([{"i": 3}])  # the sink goes on after a failure
+        assert sink.position() == {"delivered": 2}
+        sink.write_columns({"i": np.array([3])})  # the sink goes on after a failure
         sink.flush()
+        assert sink.position() == {"delivered": 3}
     finally:
         sink.close()
     values = sorted(json.loads(m.value)["i"] for m in read_topic(bs, topic, 3))
@@ -441,27 +458,37 @@ def test_sink_flush_reports_failed_deliveries(kafka_broker, kafka_topic):
 
 
 # ---------------------------------------------------------------------- settings
-def test_unknown_and_forbidden_settings_rejected(kafka_broker, kafka_topic):
+def test_unknown_and_forbidden_settings_rejected(kafka_broker, kafka_topic, client):
     bs = kafka_broker.bootstrap_servers
     topic = kafka_topic(1)
     dec = JSONDecoder(FIELDS)
-    with pytest.raises(KafkaConfigError, match=r"unknown KafkaConsumer setting\(s\) \['bogus_setting'\]"):
-        KafkaSource(topic, bs, "g", dec, bogus_setting=1)
+    unknown = {"kafka-python": r"unknown KafkaConsumer setting\(s\) \['bogus_setting'\]",
+               "confluent": r"invalid confluent-kafka Consumer settings: .*bogus\.setting"}[client]
+    with pytest.raises(KafkaConfigError, match=unknown):
+        KafkaSource(topic, bs, "g", dec, client=client, bogus_setting=1)
     with pytest.raises(KafkaConfigError, match="enable_auto_commit must be False.*got True"):
-        KafkaSource(topic, bs, "g", dec, enable_auto_commit=True)
-    with pytest.raises(KafkaConfigError, match="'value_deserializer' cannot be given"):
-        KafkaSource(topic, bs, "g", dec, value_deserializer=bytes)
-    with pytest.raises(KafkaConfigError, match=r"unknown KafkaProducer setting\(s\) \['lingr_ms'\]"):
-        KafkaSink(topic, bs, lingr_ms=5)
+        KafkaSource(topic, bs, "g", dec, client=client, enable_auto_commit=True)
+    reserved = {"kafka-python": "value_deserializer", "confluent": "on_commit"}[client]
+    with pytest.raises(KafkaConfigError, match=f"'{reserved}' cannot be given"):
+        KafkaSource(topic, bs, "g", dec, client=client, **{reserved: bytes})
+    unknown = {"kafka-python": r"unknown KafkaProducer setting\(s\) \['lingr_ms'\]",
+               "confluent": r"invalid confluent-kafka Producer settings: .*lingr\.ms"}[client]
+    with pytest.raises(KafkaConfigError, match=unknown):
+        KafkaSink(topic, bs, client=client, lingr_ms=5)
     with pytest.raises(KafkaConfigError, match="acks='all'.*got acks=1"):
-        KafkaSink(topic, bs, acks=1)
+        KafkaSink(topic, bs, client=client, acks=1)
     with pytest.raises(KafkaConfigError, match="enable_idempotence=True"):
-        KafkaSink(topic, bs, enable_idempotence=False)
+        KafkaSink(topic, bs, client=client, enable_idempotence=False)
     with pytest.raises(ValueError, match="topics must be"):
-        KafkaSource([], bs, "g", dec)
-    # security settings pass straight through to kafka-python
-    _check_settings({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-                     "sasl_plain_username": "u", "sasl_plain_password": "p", "ssl_cafile": "/ca.pem"},
-                    KafkaConsumer.DEFAULT_CONFIG, {}, "KafkaConsumer")
-    with KafkaSource(topic, bs, "g", dec, security_protocol="PLAINTEXT", client_id="x", **KAFKA_GROUP_SETTINGS) as src:
+        KafkaSource([], bs, "g", dec, client=client)
+    with pytest.raises(KafkaConfigError, match=r"client must be one of \['confluent', 'kafka-python'\]"):
+        KafkaSource(topic, bs, "g", dec, client="librdkafka")
+    # security settings pass straight through to the client
+    if client == "kafka-python":
+        _check_settings({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                         "sasl_plain_username": "u", "sasl_plain_password": "p", "ssl_cafile": "/ca.pem"},
+                        KafkaConsumer.DEFAULT_CONFIG, {}, "KafkaConsumer")
+    with KafkaSource(topic, bs, "g", dec, client=client, security_protocol="PLAINTEXT", client_id="x",
+                     **KAFKA_GROUP_SETTINGS) as src:
+        assert src.client_name == client and isinstance(src, KafkaSource)
         assert src.read(10, timeout=0.2).status == "idle"
