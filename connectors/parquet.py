@@ -1,18 +1,65 @@
-"""Parquet files: :class:`ParquetSource` (needs the optional ``pyarrow``); see :mod:`connectors.files`."""
+"""Parquet files: :class:`ParquetSource` and :class:`ParquetSink` (need the optional ``pyarrow``).
+
+See :mod:`connectors.files` for the file sources' contract."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from connectors.base import Batch, ConnectorError, Position, PositionError, Reject, Source
+from connectors.base import (
+    Batch,
+    ConnectorError,
+    DictColumn,
+    Position,
+    PositionError,
+    Reject,
+    Sink,
+    Source,
+    columns_from_records,
+)
 from connectors.decoders import shorten
 from connectors._paths import HEAD_BYTES, _check_max_records, _check_paths, _expand, _hash
 
-__all__ = ["ParquetSource"]
+__all__ = ["ParquetSource", "ParquetSink"]
+
+#: The meta fields every Parquet record carries, before any carried column.
+_META_FIELDS = ("source", "file", "row_group", "row")
+
+
+def _carry_column(col: Any) -> np.ndarray:
+    """A carried Arrow column as a numpy array every sink can write (see ``ParquetSource(carry=)``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type
+    if pa.types.is_timestamp(t):
+        col = pc.replace_substring(col.cast(pa.string()), " ", "T", max_replacements=1)
+    elif pa.types.is_duration(t):
+        col = col.cast(pa.int64())
+    elif pa.types.is_temporal(t):
+        col = col.cast(pa.string())
+    elif pa.types.is_decimal(t):
+        col = col.cast(pa.float64())
+    values = col.to_numpy(zero_copy_only=False)
+    if values.ndim != 1:  # pragma: no cover - to_numpy of a column is 1-D
+        values = np.asarray(list(values), dtype=object)
+    return values
+
+
+def _concat_parts(parts: list[dict[str, Any]], carry: Sequence[str]) -> dict[str, Any]:
+    """The meta columns of a read: the parts of each column concatenated (empty columns if none)."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        empty = {"source": np.empty(0, dtype=object), "file": np.empty(0, dtype=object),
+                 "row_group": np.empty(0, dtype=np.int64), "row": np.empty(0, dtype=np.int64)}
+        return {**empty, **{c: np.empty(0, dtype=object) for c in carry}}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 class ParquetSource(Source):
@@ -29,13 +76,22 @@ class ParquetSource(Source):
         What a null does; NaN and infinite values are always rejected.
     name : str, optional
         The ``source`` field of the meta.
+    carry : sequence of str, default=()
+        Columns to carry into every record's meta (an event id, a timestamp, a key), after the
+        position fields.  A carried column absent from a file raises :class:`ConnectorError` naming it
+        when that file is opened.  Values keep their Arrow type as numpy arrays (strings and nested
+        values as object arrays, nulls as ``None``; an integer column with nulls becomes float with
+        NaN), except that timestamps, dates and times become ISO-8601 strings and decimals floats, so
+        that every sink can write them (``"2024-01-02T03:04:05.000006"``; a duration becomes its
+        count of units).
 
     Notes
     -----
     Position: ``{"path", "inode", "size", "tail", "row_group", "row", "records"}`` where ``row`` is the
     row within ``row_group`` and ``tail`` hashes the file's last bytes (its footer).  Meta of a record:
-    ``{"source", "file", "row_group", "row"}`` with ``row`` the 0-based row index within the file.
-    Rejected rows carry their values as a JSON object in ``Reject.raw``.
+    ``{"source", "file", "row_group", "row", *carry}`` with ``row`` the 0-based row index within the
+    file, built as columns (:attr:`Batch.columns`).  Rejected rows carry their values as a JSON object
+    in ``Reject.raw`` and the same meta (carried fields included) as a dict.
     """
 
     def __init__(
@@ -46,6 +102,7 @@ class ParquetSource(Source):
         missing: str = "reject",
         name: str | None = None,
         timeout: float = 1.0,
+        carry: Sequence[str] = (),
     ) -> None:
         _check_paths(paths)
         try:
@@ -65,6 +122,15 @@ class ParquetSource(Source):
         self.paths = paths
         self.columns = list(columns)
         self.feature_names = list(columns)
+        if isinstance(carry, str) or not isinstance(carry, Sequence) or not all(
+            isinstance(c, str) for c in carry
+        ):
+            raise ValueError(f"carry must be a list of column names, got {carry!r}")
+        clash = [c for c in carry if c in _META_FIELDS]
+        if clash or len(set(carry)) != len(carry):
+            raise ValueError(
+                f"carry must name distinct columns other than {list(_META_FIELDS)!r}, got {list(carry)!r}")
+        self.carry = list(carry)
         self.missing = missing
         self.name = str(name) if name is not None else (
             os.fspath(paths) if isinstance(paths, (str, os.PathLike)) else ",".join(map(os.fspath, paths))
@@ -99,6 +165,10 @@ class ParquetSource(Source):
         absent = [c for c in self.columns if c not in names]
         if absent and self.missing == "reject":
             raise ConnectorError(f"Parquet file {self._path!r} lacks columns {absent!r}; it has {names!r}")
+        lacking = [c for c in self.carry if c not in names]
+        if lacking:
+            raise ConnectorError(
+                f"Parquet file {self._path!r} lacks carried column(s) {lacking!r}; it has {names!r}")
         self._present = [c for c in self.columns if c in names]
         md = self._pf.metadata
         self._group_rows = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
@@ -116,7 +186,7 @@ class ParquetSource(Source):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        table = self._pf.read_row_group(self._rg, columns=self._present)
+        table = self._pf.read_row_group(self._rg, columns=list(dict.fromkeys(self._present + self.carry)))
         n = table.num_rows
         X = np.full((n, len(self.columns)), np.nan)
         nulls = np.zeros((n, len(self.columns)), dtype=bool)
@@ -134,6 +204,7 @@ class ParquetSource(Source):
             nulls[:, j] = pc.is_null(col).to_numpy(zero_copy_only=False)
             X[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
         self._X, self._nulls = X, nulls
+        self._carried = {c: _carry_column(table.column(c)) for c in self.carry}
         self._row_base = sum(self._group_rows[: self._rg])
 
     def read(self, max_records: int, timeout: float | None = None) -> Batch:
@@ -147,7 +218,9 @@ class ParquetSource(Source):
         if self._closed:
             raise ConnectorError(f"source {self.name!r} is closed")
         need = _check_max_records(max_records)
-        Xs, meta, rejects = [], [], []
+        Xs: list[np.ndarray] = []
+        parts: list[dict[str, Any]] = []
+        rejects: list[Reject] = []
         n = 0
         while n < need:
             if self._rg >= len(self._group_rows):
@@ -165,22 +238,33 @@ class ParquetSource(Source):
             finite = np.isfinite(X)
             ok = (finite | nulls).all(axis=1) if self.missing == "nan" else finite.all(axis=1)
             base = self._row_base + a
-            for r in np.flatnonzero(ok):
-                meta.append({"source": self.name, "file": self._path, "row_group": self._rg, "row": base + int(r)})
+            good = np.flatnonzero(ok)
+            k = good.size
+            part: dict[str, Any] = {
+                "source": np.full(k, self.name, dtype=object),
+                "file": np.full(k, self._path, dtype=object),
+                "row_group": np.full(k, self._rg, dtype=np.int64),
+                "row": good.astype(np.int64) + base,
+            }
+            for c, values in self._carried.items():
+                part[c] = values[a:b][good]
+            parts.append(part)
             for r in np.flatnonzero(~ok):
                 j = int(np.flatnonzero(~(finite[r] | (nulls[r] & (self.missing == "nan"))))[0])
                 what = "null" if nulls[r, j] else f"not finite: {float(X[r, j])!r}"
                 values = {c: (None if nulls[r, k] else float(X[r, k])) for k, c in enumerate(self.columns)}
                 raw = json.dumps(values, allow_nan=True).encode()
-                rejects.append(Reject(
-                    f"column {self.columns[j]!r} is {what}", raw,
-                    {"source": self.name, "file": self._path, "row_group": self._rg, "row": base + int(r)},
-                ))
-            Xs.append(X[ok].copy())
+                meta = {"source": self.name, "file": self._path, "row_group": self._rg, "row": base + int(r)}
+                for c, col in self._carried.items():
+                    value = col[a + int(r)]
+                    meta[c] = value.item() if isinstance(value, np.generic) else value
+                rejects.append(Reject(f"column {self.columns[j]!r} is {what}", raw, meta))
+            Xs.append(X[ok])
             n += b - a
             self._row = b
         self._records += n
         X = np.concatenate(Xs) if Xs else np.empty((0, len(self.columns)))
+        meta = _concat_parts(parts, self.carry)
         status = "records" if n else "end"
         return Batch(X, meta, rejects, self.position(), status)
 
@@ -208,3 +292,396 @@ class ParquetSource(Source):
         self._pf = None
         self._X = None
         self._closed = True
+
+
+# ------------------------------------------------------------------------------------------------
+# Sink
+
+#: Part files: ``part-00000001.parquet``, ...; the name sorts in write order up to 10^8 parts.
+_PART = "part-{:08d}.parquet"
+_PART_RE = re.compile(r"^part-(\d{8})\.parquet$")
+#: A part being written: hidden (a leading dot), so pyarrow's dataset readers skip it.
+_TEMP_RE = re.compile(r"^\.part-\d{8}\.parquet\.tmp$")
+
+
+def _castable(src: Any, dst: Any) -> bool:
+    """Whether values of Arrow type ``src`` may be cast into a column of type ``dst`` without loss of meaning.
+
+    Same type; null into anything; integers into integers or floats; floats into floats; strings into
+    strings; lists and structs (same keys) element by element.
+    """
+    import pyarrow as pa
+
+    t = pa.types
+    if src == dst or t.is_null(src):
+        return True
+    if t.is_integer(src):
+        return t.is_integer(dst) or t.is_floating(dst)
+    if t.is_floating(src):
+        return t.is_floating(dst)
+    if (t.is_string(src) or t.is_large_string(src)) and (t.is_string(dst) or t.is_large_string(dst)):
+        return True
+    lists = (t.is_list, t.is_large_list, t.is_fixed_size_list)
+    if any(f(src) for f in lists) and any(f(dst) for f in lists):
+        return _castable(src.value_type, dst.value_type)
+    if t.is_struct(src) and t.is_struct(dst):
+        names = [src.field(i).name for i in range(src.num_fields)]
+        return names == [dst.field(i).name for i in range(dst.num_fields)] and all(
+            _castable(src.field(i).type, dst.field(i).type) for i in range(src.num_fields))
+    return False
+
+
+def _as_read_back(schema: Any) -> Any:
+    """``schema`` as a Parquet reader gives it back (e.g. a list's value field is named ``element``).
+
+    A sink that resumes takes its schema from its last part; taking the first batch's schema through
+    the same round trip makes both write byte-identical files.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buf)
+    return pq.read_schema(pa.BufferReader(buf.getvalue())).remove_metadata()
+
+
+def _arrow_1d(name: str, values: np.ndarray) -> Any:
+    """A 1-D numpy column as an Arrow array that owns its memory (the caller's array is not kept)."""
+    import pyarrow as pa
+
+    if values.dtype.kind in "fiub":
+        return pa.array(np.array(values, copy=True))  # pyarrow would share a numeric buffer
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise ConnectorError(
+            f"column {name!r} cannot be written to Parquet ({exc}); a column must hold one kind of "
+            f"value (numbers, strings, lists or dicts), got e.g. {shorten(values[:3].tolist(), 200)}"
+        ) from exc
+
+
+def _arrow_column(name: str, col: Any) -> Any:
+    """One column of :data:`connectors.base.Columns` as an Arrow array.
+
+    A 1-D array gives its Arrow type (object arrays are inferred: str -> string, dict -> struct,
+    list -> list), a 2-D numeric array of shape (n, k) gives ``list<double>`` (or of its dtype) with
+    k values per row, a :class:`DictColumn` a struct with one field per key.
+    """
+    import pyarrow as pa
+
+    if isinstance(col, DictColumn):
+        values = col.values
+        children = [_arrow_1d(f"{name}.{k}", values[:, j]) for j, k in enumerate(col.keys)]
+        return pa.StructArray.from_arrays(children, names=col.keys)
+    if not isinstance(col, np.ndarray):
+        values = np.empty(len(col), dtype=object)
+        values[:] = list(col)
+        col = values
+    if col.ndim == 1:
+        return _arrow_1d(name, col)
+    if col.ndim == 2 and col.dtype.kind in "fiub":
+        n, k = col.shape
+        flat = pa.array(np.ascontiguousarray(col).reshape(-1).copy())
+        if n * k < 2**31:
+            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(k)), flat)
+        return pa.LargeListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int64) * k), flat)
+    if col.ndim == 2:
+        rows = np.empty(col.shape[0], dtype=object)
+        rows[:] = [list(r) for r in col]
+        return _arrow_1d(name, rows)
+    raise ConnectorError(f"column {name!r} must be 1-D or 2-D, got shape {col.shape}")
+
+
+class ParquetSink(Sink):
+    """Records as rows of Parquet part files in one directory, durable at every flush and resumable.
+
+    Needs the optional ``pyarrow`` dependency (``pip install online-gmm[parquet]``).
+
+    A Parquet file is valid only once its footer is written, so an append-only single file cannot be
+    both durable at every :meth:`flush` and readable.  The sink writes a **directory of part files**
+    instead: rows are buffered and written as row groups of ``row_group_size`` rows into a hidden
+    temporary file ``.part-NNNNNNNN.parquet.tmp``; :meth:`flush` writes the rest as a last (smaller) row
+    group, closes the file (footer), fsyncs it, renames it to ``part-NNNNNNNN.parquet`` and fsyncs the
+    directory.  One flush with something new to write makes one part; a flush with nothing new makes
+    none.  ``pyarrow.parquet.read_table(path)`` or ``pyarrow.dataset.dataset(path)`` reads every part
+    in write order and skips the hidden temporary file.
+
+    Parameters
+    ----------
+    path : str or path
+        The directory (created if absent).  Parts already there are kept; new parts are numbered after
+        the highest one, and their schema is the schema of the rows that follow.
+    row_group_size : int, default=65536
+        Rows per row group (the last row group of each part holds what remains at the flush).
+    compression : str or None, default="snappy"
+        Any codec pyarrow's Parquet writer accepts (``"zstd"``, ``"gzip"``, ``None``, ...).
+
+    Notes
+    -----
+    Schema: taken from the first rows written (or from the last part already in the directory): a 1-D
+    float, integer or boolean column keeps its dtype; an object column of str gives ``string`` (None is
+    null; a column of None only gives ``string``); a 2-D numeric column gives ``list<double>`` (or a
+    list of its dtype); a :class:`DictColumn` or dicts give a ``struct`` with one field per key; lists
+    give a ``list``.  NaN and infinities stay IEEE floats (Parquet holds them); None becomes null.
+    Every later batch must have the same column names in the same order; its types are cast to the
+    schema where no meaning is lost (null into any type, integers into floats, lists and structs
+    element-wise); anything else raises :class:`ConnectorError` naming the column and both types.
+
+    Position: ``{"path": directory, "parts": n}``, the number of durable parts.  :meth:`restore`
+    deletes the parts numbered above ``n`` and any temporary file and drops buffered rows, so a writer
+    killed at any moment (even mid-part) and restored to its last saved position continues into
+    exactly the files an uninterrupted writer would have written.  A directory holds one writer at a
+    time.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, pyarrow.parquet as pq
+    >>> out = os.path.join(tempfile.mkdtemp(), "scores")
+    >>> sink = ParquetSink(out)
+    >>> sink.write_columns({"cluster": np.array([0, 2]), "x": np.array([[0.5, 1.0], [2.0, np.nan]])})
+    >>> sink.flush()
+    >>> sink.position()["parts"]
+    1
+    >>> sink.write([{"cluster": 1, "x": [3.0, 4.0]}])
+    >>> sink.close()
+    >>> pq.read_table(out).to_pydict()
+    {'cluster': [0, 2, 1], 'x': [[0.5, 1.0], [2.0, nan], [3.0, 4.0]]}
+    """
+
+    def __init__(self, path: str | os.PathLike, *, row_group_size: int = 65536,
+                 compression: str | None = "snappy") -> None:
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "ParquetSink needs pyarrow; install it with `pip install online-gmm[parquet]` "
+                "(or `pip install pyarrow`)"
+            ) from exc
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or path (a directory), got {path!r}")
+        if isinstance(row_group_size, bool) or not isinstance(row_group_size, (int, np.integer)) \
+                or row_group_size < 1:
+            raise ValueError(f"row_group_size must be a positive int, got {row_group_size!r}")
+        if compression is not None and not isinstance(compression, str):
+            raise ValueError(f"compression must be a codec name or None, got {compression!r}")
+        self.path = os.fspath(path)
+        self.row_group_size = int(row_group_size)
+        self.compression = compression
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise ConnectorError(f"ParquetSink path {self.path!r} exists and is not a directory")
+        os.makedirs(self.path, exist_ok=True)
+        self._closed = False
+        self._buffer: list[Any] = []
+        self._pending = 0
+        self._writer: Any = None
+        self._temps()  # a temporary part left by a killed writer is never valid: drop it
+        parts = self._parts_on_disk()
+        self._parts = max(parts, default=0)
+        self._schema = self._schema_of(self._parts)
+
+    # -------------------------------------------------------------------------------- helpers
+    def _part_path(self, index: int, temp: bool = False) -> str:
+        name = _PART.format(index)
+        return os.path.join(self.path, "." + name + ".tmp" if temp else name)
+
+    def _parts_on_disk(self) -> list[int]:
+        return sorted(int(m.group(1)) for m in map(_PART_RE.match, os.listdir(self.path)) if m)
+
+    def _temps(self) -> None:
+        for name in os.listdir(self.path):
+            if _TEMP_RE.match(name):
+                os.remove(os.path.join(self.path, name))
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _schema_of(self, index: int) -> Any:
+        import pyarrow.parquet as pq
+
+        if index == 0:
+            return None
+        try:
+            return pq.read_schema(self._part_path(index)).remove_metadata()
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise ConnectorError(f"cannot read the schema of {self._part_path(index)!r}: {exc}") from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectorError(f"sink {self.path!r} is closed")
+
+    def _table(self, columns: Mapping[str, Any]) -> Any:
+        """The columns as an Arrow table in the sink's schema (fixing the schema on first use)."""
+        import pyarrow as pa
+
+        names = list(columns)
+        arrays = [_arrow_column(k, columns[k]) for k in names]
+        lengths = {len(a) for a in arrays}
+        if len(lengths) > 1:
+            got = {k: len(a) for k, a in zip(names, arrays)}
+            raise ValueError(f"columns must have equal lengths, got {got}")
+        if self._schema is None:
+            self._schema = _as_read_back(pa.schema([
+                pa.field(k, pa.string() if pa.types.is_null(a.type) else a.type) for k, a in zip(names, arrays)
+            ]))
+        schema = self._schema
+        if names != schema.names:
+            raise ConnectorError(
+                f"a batch for {self.path!r} has columns {names!r}, but the sink's schema (from its first "
+                f"batch or its last part) has {schema.names!r}; write the same columns in the same order "
+                "or use another directory")
+        out = []
+        for k, a, field in zip(names, arrays, schema):
+            if a.type != field.type:
+                if not _castable(a.type, field.type):
+                    raise ConnectorError(
+                        f"column {k!r} of a batch for {self.path!r} has type {a.type}, but the sink's "
+                        f"schema has {field.type}; they cannot be cast without loss")
+                try:
+                    a = a.cast(field.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise ConnectorError(
+                        f"column {k!r} of a batch for {self.path!r} cannot be cast from {a.type} to "
+                        f"{field.type}: {exc}") from exc
+            out.append(a)
+        return pa.Table.from_arrays(out, schema=schema)
+
+    def _write_groups(self, final: bool) -> None:
+        """Write whole row groups from the buffer (with ``final``, the remainder too)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.concat_tables(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        n = self._pending if final else self._pending // self.row_group_size * self.row_group_size
+        if n == 0:
+            return
+        try:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._part_path(self._parts + 1, temp=True), self._schema,
+                                                compression=self.compression)
+            self._writer.write_table(table.slice(0, n), row_group_size=self.row_group_size)
+        except (OSError, pa.ArrowException) as exc:
+            raise ConnectorError(f"cannot write a row group to {self.path!r}: {exc}") from exc
+        rest = table.slice(n)
+        self._buffer = [rest] if rest.num_rows else []
+        self._pending -= n
+
+    def _abort(self) -> None:
+        """Drop buffered rows and the part being written."""
+        self._buffer, self._pending = [], 0
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - the file is deleted just below
+                pass
+            self._writer = None
+        self._temps()
+
+    # -------------------------------------------------------------------------------- contract
+    def write_columns(self, columns: Mapping[str, Any]) -> None:
+        """Queue the rows that ``columns`` stand for; whole row groups go to the current part file.
+
+        Parameters
+        ----------
+        columns : dict of str to array
+            Equal-length columns of n rows: 1-D arrays, 2-D numeric arrays of shape (n, k) (a list per
+            row) or :class:`DictColumn` (a struct per row); see the class notes for the schema.
+
+        Raises
+        ------
+        ConnectorError
+            The columns do not fit the sink's schema, or the file cannot be written.
+        """
+        self._check_open()
+        if not columns:
+            return
+        table = self._table(columns)
+        if table.num_rows == 0:
+            return
+        self._buffer.append(table)
+        self._pending += table.num_rows
+        if self._pending >= self.row_group_size:
+            self._write_groups(final=False)
+
+    def write(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Queue one row per record (fields in order of first appearance; absent fields are null)."""
+        self._check_open()
+        if len(records):
+            self.write_columns(columns_from_records(records))
+
+    def flush(self) -> None:
+        """Close the current part (footer), fsync it, rename it into place and fsync the directory."""
+        import pyarrow as pa
+
+        self._check_open()
+        if self._pending == 0 and self._writer is None:
+            return
+        if self._pending:
+            self._write_groups(final=True)
+        temp, final = self._part_path(self._parts + 1, temp=True), self._part_path(self._parts + 1)
+        try:
+            self._writer.close()
+            self._writer = None
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+            self._sync_dir()
+        except (OSError, pa.ArrowException) as exc:
+            raise ConnectorError(f"cannot flush {final!r}: {exc}") from exc
+        self._parts += 1
+
+    def position(self) -> Position:
+        """``{"path": directory, "parts": n}``: the number of parts durable as of the last :meth:`flush`."""
+        return {"path": self.path, "parts": self._parts}
+
+    def restore(self, position: Position) -> None:
+        """Delete the parts written after ``position`` (and any temporary part); drop buffered rows.
+
+        ``None`` (no position was ever saved) is a no-op.
+
+        Raises
+        ------
+        PositionError
+            The position is malformed, for another directory, or names parts that are missing.
+        """
+        self._check_open()
+        if position is None:
+            return
+        if not isinstance(position, Mapping) or set(position) != {"path", "parts"}:
+            raise PositionError(f"position must be a dict with keys ['parts', 'path'], got {shorten(position, 200)}")
+        parts = position["parts"]
+        if isinstance(parts, bool) or not isinstance(parts, int) or parts < 0:
+            raise PositionError(f"position['parts'] must be a non-negative int, got {parts!r}")
+        if not isinstance(position["path"], str) or \
+                os.path.abspath(position["path"]) != os.path.abspath(self.path):
+            raise PositionError(f"position is for {position['path']!r}, this sink writes {self.path!r}")
+        self._abort()
+        on_disk = self._parts_on_disk()
+        missing = sorted(set(range(1, parts + 1)) - set(on_disk))
+        if missing:
+            raise PositionError(
+                f"cannot restore {self.path!r} to {parts} parts: part(s) {missing[:5]!r} are missing "
+                "(data was lost)")
+        for index in on_disk:
+            if index > parts:
+                os.remove(self._part_path(index))
+        self._sync_dir()
+        self._parts = parts
+        self._schema = self._schema_of(parts)
+
+    def close(self) -> None:
+        """Flush (a last durable part) and close; idempotent."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+
+    def __repr__(self) -> str:
+        return f"ParquetSink({self.path!r}, row_group_size={self.row_group_size})"
