@@ -299,12 +299,13 @@ class JSONDecoder:
         carried : dict of str to ndarray of shape (n_good,), object
             One column per ``carry`` field, in ``carry`` order.
         """
-        if not isinstance(raws, Sequence) or not all(isinstance(r, (bytes, bytearray)) for r in raws):
-            bad = next((r for r in raws if not isinstance(r, (bytes, bytearray))), raws)
-            raise TypeError(f"raws must contain bytes, got {type(bad).__name__}: {shorten(bad)}")
         n, d = len(raws), len(self._paths)
         if self._block is not None and n:
-            X, done, carried, left = self._block.decode(raws)
+            try:
+                X, done, carried, left = self._block.decode(raws)
+            except TypeError:
+                bad = next((r for r in raws if not isinstance(r, (bytes, bytearray))), raws)
+                raise TypeError(f"raws must contain bytes, got {type(bad).__name__}: {shorten(bad)}") from None
             if X.shape[0]:
                 # msgspec refuses NaN/Infinity literals and out-of-range numbers; keep a cheap guard
                 fin = np.isfinite(X) if self.missing == "reject" else ~np.isinf(X)

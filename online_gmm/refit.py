@@ -55,7 +55,7 @@ __all__ = [
     "plot_components",
 ]
 
-_RESERVOIR_FORMAT = 1
+_RESERVOIR_FORMAT = 2   # 2: acceptances drawn in blocks (a queue of drawn, not yet reached rows)
 _MODES = ("reservoir", "window")
 _CRITERIA = ("bic", "aic")
 
@@ -73,7 +73,8 @@ class Reservoir:
         :meth:`add`).
     mode : {'reservoir', 'window'}, default='reservoir'
         ``'reservoir'``: every row seen so far is in the sample with the same probability
-        ``size / n_seen`` (Algorithm L: geometric skips, one random draw per accepted row).
+        ``size / n_seen`` (Algorithm L: geometric skips; the accepted rows are drawn in vectorised
+        blocks, three uniforms each, so a batch costs no Python loop per row or per accepted row).
         ``'window'``: the last ``size`` rows (ring buffer).
     seed : int, numpy.random.SeedSequence, numpy.random.Generator or None
         Seeds the :class:`numpy.random.Generator` used for sampling (ignored in window mode). A
@@ -120,8 +121,10 @@ class Reservoir:
         self._buf: np.ndarray | None = None
         self._filled = 0
         self._head = 0               # window: next slot to write
-        self._w = 0.0                # Algorithm L: current W
-        self._next = -1              # Algorithm L: global index of the next row to accept
+        self._w = 0.0                # Algorithm L: W after the last drawn acceptance
+        self._next = -1              # Algorithm L: global index of the first row not yet drawn
+        self._queue_pos = np.empty(0, dtype=np.int64)   # drawn acceptances not yet reached
+        self._queue_slot = np.empty(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ public
     def __len__(self) -> int:
@@ -179,16 +182,33 @@ class Reservoir:
         self._head = (self._head + n) % size
         self._filled = min(size, self._filled + n)
 
-    def _draw_w(self) -> float:
-        # 1 - U lies in (0, 1]: log never sees zero
-        return math.exp(math.log(1.0 - self.rng.random()) / self.size)
+    def _skips(self, w: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Algorithm L's geometric skips for the weights ``w`` from uniforms ``u`` in [0, 1)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skip = np.floor(np.log1p(-u) / np.log1p(-w))
+        skip = np.where(w >= 1.0, 0.0, skip)
+        # W underflows to 0 only after astronomically many rows: nothing is accepted any more
+        skip = np.where((w <= 0.0) | ~np.isfinite(skip), float(1 << 62), skip)
+        return np.minimum(skip, float(1 << 62)).astype(np.int64)
 
-    def _skip(self) -> int:
-        if self._w >= 1.0:
-            return 0
-        if self._w <= 0.0:  # underflow after astronomically many rows: nothing is accepted any more
-            return 1 << 62
-        return int(math.floor(math.log(1.0 - self.rng.random()) / math.log1p(-self._w)))
+    def _extend_queue(self, end: int) -> None:
+        """Draw accepted rows (global index and slot) until one lies at or beyond ``end``.
+
+        Each accepted row takes three uniforms in order (its slot, the factor of W, the next skip),
+        drawn in blocks: the sequence of accepted rows depends only on the generator's state, not on
+        how the stream is cut into batches.
+        """
+        while self._next < end:
+            c = max(16, int(self.size * (end - self._next) / max(self._next, 1) * 1.2) + 1)
+            u = self.rng.random((c, 3))
+            slots = np.minimum((u[:, 0] * self.size).astype(np.int64), self.size - 1)
+            w = self._w * np.exp(np.cumsum(np.log1p(-u[:, 1])) / self.size)
+            pos = self._next + np.concatenate(([0], np.cumsum(self._skips(w, u[:, 2])[:-1] + 1)))
+            nxt = int(pos[-1]) + int(self._skips(w[-1:], u[-1:, 2])[0]) + 1
+            self._queue_pos = np.concatenate((self._queue_pos, pos))
+            self._queue_slot = np.concatenate((self._queue_slot, slots))
+            self._w = float(w[-1])
+            self._next = nxt
 
     def _add_reservoir(self, X: np.ndarray) -> None:
         buf, size, n = self._buf, self.size, X.shape[0]
@@ -199,23 +219,22 @@ class Reservoir:
             buf[self._filled:self._filled + start] = X[:start]
             self._filled += start
             if self._filled == size:
-                self._w = self._draw_w()
-                self._next = size + self._skip()
+                u = self.rng.random(2)
+                self._w = float(np.exp(np.log1p(-u[0]) / size))
+                self._next = size + int(self._skips(np.array([self._w]), u[1:])[0])
         end = base + n
-        if start == n or self._next >= end:
+        if start == n:
             return
-        rows: list[int] = []
-        slots: list[int] = []
-        while self._next < end:                 # one iteration per accepted row, not per row
-            rows.append(self._next - base)
-            slots.append(int(self.rng.integers(size)))
-            self._w *= self._draw_w()
-            self._next += self._skip() + 1
+        self._extend_queue(end)
+        k = int(np.searchsorted(self._queue_pos, end))
+        if k == 0:
+            return
+        rows = self._queue_pos[:k] - base
+        slots = self._queue_slot[:k]
+        self._queue_pos, self._queue_slot = self._queue_pos[k:], self._queue_slot[k:]
         # apply in one fancy assignment; where a slot is hit twice, the later row must win
-        rows_r = np.asarray(rows[::-1])
-        slots_r = np.asarray(slots[::-1])
-        uniq, first = np.unique(slots_r, return_index=True)
-        buf[uniq] = X[rows_r[first]]
+        uniq, first = np.unique(slots[::-1], return_index=True)
+        buf[uniq] = X[rows[::-1][first]]
 
     # ------------------------------------------------------------------ serialisation
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -229,7 +248,8 @@ class Reservoir:
             JSON-able: size, mode, counters, Algorithm L state and the generator's
             ``bit_generator.state`` (a dict of ints, exact through JSON).
         """
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {"queue_pos": self._queue_pos.copy(),
+                                         "queue_slot": self._queue_slot.copy()}
         if self._buf is not None:
             arrays["data"] = self._buf[:self._filled].copy()
         meta = {"format": _RESERVOIR_FORMAT, "size": self.size, "mode": self.mode,
@@ -257,6 +277,10 @@ class Reservoir:
         res._head = int(meta["head"])
         res._w = float(meta["w"])
         res._next = int(meta["next"])
+        res._queue_pos = np.asarray(arrays["queue_pos"], dtype=np.int64).reshape(-1)
+        res._queue_slot = np.asarray(arrays["queue_slot"], dtype=np.int64).reshape(-1)
+        if res._queue_pos.shape != res._queue_slot.shape:
+            raise ValueError("reservoir queue arrays differ in length")
         if res.n_features is not None:
             data = np.asarray(arrays["data"], dtype=np.float64)
             if data.shape != (res._filled, res.n_features) or res._filled > res.size:

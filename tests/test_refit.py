@@ -147,6 +147,25 @@ def test_reservoir_sampling_is_uniform():
     assert 0.93 < ratio < 1.07, ratio
 
 
+def test_reservoir_does_not_depend_on_batching():
+    """The accepted rows are drawn in blocks from the generator alone: any cut of the same stream
+    (one row at a time included) gives the same sample, bit for bit."""
+    X = np.random.default_rng(3).normal(size=(20_000, 2))
+    ref = Reservoir(300, seed=11)
+    ref.add(X)
+    for cuts in ([1, 2, 299, 300, 301, 5000], list(range(0, 20_000, 997)), [19_999]):
+        res = Reservoir(300, seed=11)
+        for part in np.split(X, cuts):
+            res.add(part)
+        assert np.array_equal(res.data(), ref.data())
+    ones = Reservoir(300, seed=11)
+    for row in X[:2000]:
+        ones.add(row[None, :])
+    part = Reservoir(300, seed=11)
+    part.add(X[:2000])
+    assert np.array_equal(ones.data(), part.data())
+
+
 def test_reservoir_rejects_bad_input():
     with pytest.raises(ValueError, match="size must be an integer >= 1"):
         Reservoir(0)
