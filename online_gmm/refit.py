@@ -187,9 +187,10 @@ class Reservoir:
         with np.errstate(divide="ignore", invalid="ignore"):
             skip = np.floor(np.log1p(-u) / np.log1p(-w))
         skip = np.where(w >= 1.0, 0.0, skip)
-        # W underflows to 0 only after astronomically many rows: nothing is accepted any more
-        skip = np.where((w <= 0.0) | ~np.isfinite(skip), float(1 << 62), skip)
-        return np.minimum(skip, float(1 << 62)).astype(np.int64)
+        # W underflows to 0 only after astronomically many rows: nothing is accepted any more (a skip
+        # is capped at 2^40 rows so that sums of a block of skips stay far from int64 overflow)
+        skip = np.where((w <= 0.0) | ~np.isfinite(skip), float(1 << 40), skip)
+        return np.minimum(skip, float(1 << 40)).astype(np.int64)
 
     def _extend_queue(self, end: int) -> None:
         """Draw accepted rows (global index and slot) until one lies at or beyond ``end``.
@@ -199,7 +200,8 @@ class Reservoir:
         how the stream is cut into batches.
         """
         while self._next < end:
-            c = max(16, int(self.size * (end - self._next) / max(self._next, 1) * 1.2) + 1)
+            # about size * ln(end / next) acceptances are expected before end
+            c = min(1 << 16, 16 + int(1.2 * self.size * math.log(end / max(self._next, 1))))
             u = self.rng.random((c, 3))
             slots = np.minimum((u[:, 0] * self.size).astype(np.int64), self.size - 1)
             w = self._w * np.exp(np.cumsum(np.log1p(-u[:, 1])) / self.size)
