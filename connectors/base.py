@@ -45,6 +45,7 @@ __all__ = [
     "Columns",
     "DictColumn",
     "columns_from_records",
+    "constant_column",
     "concat_columns",
     "records_from_columns",
     "take_columns",
@@ -112,6 +113,13 @@ def _as_column(values: Any) -> Any:
     return arr
 
 
+def constant_column(value: Any, n: int) -> np.ndarray:
+    """An object column of ``n`` times ``value`` (``np.full`` is ~10x slower for object arrays)."""
+    col = np.empty(n, dtype=object)
+    col.fill(value)
+    return col
+
+
 def columns_from_records(records: Sequence[Mapping[str, Any]]) -> Columns:
     """Columns (object arrays) from one dict per record; a key absent from a record gives ``None``.
 
@@ -154,7 +162,7 @@ def concat_columns(parts: Sequence[Mapping[str, Any]], lengths: Sequence[int]) -
         keys.update(dict.fromkeys(p))
     out: Columns = {}
     for k in keys:
-        cols = [p[k] if k in p else np.full(n, None, dtype=object) for p, n in zip(parts, lengths)]
+        cols = [p[k] if k in p else constant_column(None, n) for p, n in zip(parts, lengths)]
         if all(isinstance(c, DictColumn) for c in cols) and len({tuple(c.keys) for c in cols}) == 1:
             out[k] = DictColumn(np.concatenate([c.values for c in cols]), cols[0].keys)
         elif any(isinstance(c, DictColumn) for c in cols):
