@@ -181,6 +181,54 @@ def test_parquet_errors(tmp_path):
         ParquetSource(str(path), columns=["x"]).seek(pos)
 
 
+def test_parquet_meta_columns_and_carry(tmp_path):
+    """Meta arrives as columns with the values of the former per-record dicts; carried columns follow."""
+    import datetime as dt
+
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    ts = [dt.datetime(2024, 1, 2, 3, 4, 5, k) for k in range(6)]
+    table = pa.table({"x": [0.0, None, 2.0, 3.0, float("inf"), 5.0], "id": ["e0", "e1", None, "e3", "e4", "e5"],
+                      "n": [10, 11, 12, None, 14, 15], "ts": pa.array(ts, pa.timestamp("us"))})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=4)
+    pq.write_table(table.slice(0, 1), tmp_path / "b.parquet")
+    src = ParquetSource(str(tmp_path / "*.parquet"), columns=["x"], carry=["id", "n", "ts"], name="pq")
+    b = src.read(5)
+    cols = b.columns
+    assert list(cols) == ["source", "file", "row_group", "row", "id", "n", "ts"]
+    assert all(isinstance(c, np.ndarray) and len(c) == 3 for c in cols.values())
+    assert cols["row_group"].dtype == np.int64 and cols["row"].tolist() == [0, 2, 3]
+    assert cols["id"].tolist() == ["e0", None, "e3"] and cols["ts"][0] == "2024-01-02T03:04:05.000000"
+    assert cols["n"].tolist()[:2] == [10.0, 12.0] and np.isnan(cols["n"][2])  # int with nulls: float
+    a = str(tmp_path / "a.parquet")
+    assert b.meta[1] == {"source": "pq", "file": a, "row_group": 0, "row": 2, "id": None, "n": 12.0,
+                         "ts": "2024-01-02T03:04:05.000002"}
+    assert [(r.reason, r.meta["row"], r.meta["id"], r.meta["n"]) for r in b.rejects] == [
+        ("column 'x' is null", 1, "e1", 11.0), ("column 'x' is not finite: inf", 4, "e4", 14.0)]
+    rest = src.read(100)
+    assert rest.columns["row_group"].tolist() == [1, 0] and rest.columns["id"].tolist() == ["e5", "e0"]
+    assert rest.columns["file"].tolist() == [a, str(tmp_path / "b.parquet")]
+    end = src.read(10)
+    assert end.status == "end" and list(end.columns) == list(cols) and end.X.shape == (0, 1)
+    # without carry, the same four fields as before
+    assert list(ParquetSource(a, columns=["x"]).read(1).meta[0]) == ["source", "file", "row_group", "row"]
+
+
+def test_parquet_carry_errors(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"x": [1.0], "id": ["a"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": [2.0]}), tmp_path / "b.parquet")
+    src = ParquetSource(str(tmp_path / "*.parquet"), columns=["x"], carry=["id"])
+    assert src.read(1).columns["id"].tolist() == ["a"]
+    with pytest.raises(ConnectorError, match=r"b.parquet' lacks carried column\(s\) \['id'\]"):
+        src.read(1)
+    with pytest.raises(ValueError, match="carry must name distinct columns other than"):
+        ParquetSource(str(tmp_path / "a.parquet"), columns=["x"], carry=["row"])
+    with pytest.raises(ValueError, match="carry must be a list"):
+        ParquetSource(str(tmp_path / "a.parquet"), columns=["x"], carry="id")
+
+
 def test_final_line_without_newline_in_finished_file(tmp_path):
     path = _write(tmp_path / "a.jsonl", '{"x": 1}\n{"x": 2}')
     src = JSONLinesSource(path, fields=["x"])
@@ -238,7 +286,9 @@ def test_read_respects_max_records(tmp_path):
 
 @pytest.mark.parametrize("change", ["vanished", "replaced", "rewritten", "truncated"])
 def test_position_errors(tmp_path, change):
+    """Without follow mode a changed file is an error (follow mode: tests/test_follow.py)."""
     path = _write(tmp_path / "a.jsonl", '{"x": 1}\n{"x": 2}\n{"x": 3}\n')
+    _write(tmp_path / "b.jsonl", '{"x": 4}\n')  # the glob still matches a file when a.jsonl vanished
     src = JSONLinesSource(path, fields=["x"])
     pos = src.read(2).position
     src.close()
@@ -252,7 +302,7 @@ def test_position_errors(tmp_path, change):
     else:
         _write(path, '{"x": 1}\n')
     with pytest.raises(PositionError):
-        JSONLinesSource(str(tmp_path / "*.jsonl"), fields=["x"], follow=True).seek(pos)
+        JSONLinesSource(str(tmp_path / "*.jsonl"), fields=["x"]).seek(pos)
 
 
 def test_malformed_position(tmp_path):
@@ -343,6 +393,67 @@ def test_csv_sink(tmp_path):
     sink.write([{"id": "e"}])
     sink.close()
     assert open(path).read() == "id,score\ne,\n"
+
+
+def _csv_columns(seed: int, n: int) -> dict:
+    """Random columns of every kind a CSV cell can come from."""
+    from connectors.base import DictColumn
+
+    rng = np.random.default_rng(seed)
+    f = rng.normal(size=n) * 10.0 ** rng.integers(-12, 22, n)
+    f[rng.random(n) < 0.2] = np.nan
+    f[rng.random(n) < 0.05] = -np.inf
+    words = np.array(["a", "b,c", 'say "hi"', "", "é ü", "two\nlines", "cr\rx", "tab\tx", " pad ", None], dtype=object)
+    x = rng.normal(size=(n, 3))
+    x[rng.random((n, 3)) < 0.1] = np.inf
+    mixed = np.empty(n, dtype=object)
+    mixed[:] = [[None, 1.5, "s", float("nan"), {"k": [1, float("inf")]}, 7][i % 6] for i in range(n)]
+    return {
+        "f": f, "f32": rng.normal(size=n).astype(np.float32), "i": rng.integers(-10**12, 10**12, n),
+        "u": rng.integers(0, 9, n).astype(np.uint8), "b": rng.random(n) < 0.5,
+        "s": words[rng.integers(0, len(words), n)], "ints": rng.integers(0, 3, n).astype(object),
+        "x": x, "xi": rng.integers(0, 5, (n, 2)), "xb": rng.random((n, 2)) < 0.5,
+        "d": DictColumn(np.where(rng.random((n, 2)) < 0.2, np.nan, rng.normal(size=(n, 2))), ["p", 'q"']),
+        "mixed": mixed, "empty": np.empty((n, 0)), "u8": np.array(["x"] * n), "ignored": np.zeros(n),
+    }
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_csv_write_columns_equals_write_records(tmp_path, seed):
+    from connectors.base import records_from_columns
+
+    fields = ["f", "f32", "i", "u", "b", "s", "ints", "x", "xi", "xb", "d", "mixed", "empty", "u8", "absent"]
+    for delimiter in (",", ";", "."):
+        cols = _csv_columns(seed, 200)
+        a = CSVSink(tmp_path / f"c{delimiter}.csv", fields, delimiter=delimiter)
+        b = CSVSink(tmp_path / f"r{delimiter}.csv", fields, delimiter=delimiter)
+        for part in (slice(0, 0), slice(0, 150), slice(150, 200)):
+            a.write_columns({k: v[part] for k, v in cols.items()})
+            b.write(records_from_columns({k: v[part] for k, v in cols.items()}))
+        a.close()
+        b.close()
+        text = (tmp_path / f"c{delimiter}.csv").read_text()
+        assert text == (tmp_path / f"r{delimiter}.csv").read_text()
+        assert text.count("\n") > 200 and '"say ""hi"""' in text
+    # one field: an empty cell is written as "" (csv's rule for a row of one empty field), both ways
+    a, b = CSVSink(tmp_path / "one_c.csv", ["v"]), CSVSink(tmp_path / "one_r.csv", ["v"])
+    a.write_columns({"v": np.array([np.nan, 1.0])})
+    b.write([{"v": float("nan")}, {"v": 1.0}])
+    a.close()
+    b.close()
+    assert (tmp_path / "one_c.csv").read_text() == (tmp_path / "one_r.csv").read_text() == 'v\n""\n1.0\n'
+
+
+def test_csv_write_columns_header_after_restore_and_errors(tmp_path):
+    path = tmp_path / "a.csv"
+    sink = CSVSink(path, ["id", "score"])
+    sink.write_columns({"id": np.array(["a", "b"], dtype=object), "score": np.array([0.5, np.nan])})
+    sink.restore({"path": str(path), "size": 0})
+    sink.write_columns({"id": np.array(["c"], dtype=object), "score": np.array([2.0])})
+    with pytest.raises(ValueError, match="equal lengths"):
+        sink.write_columns({"id": np.array(["c"], dtype=object), "score": np.array([2.0, 3.0])})
+    sink.close()
+    assert path.read_text() == "id,score\nc,2.0\n"
 
 
 def test_dead_letters_into_jsonl_sink(tmp_path):
