@@ -57,12 +57,13 @@ class ConfigError(ValueError):
 
 _SOURCE_KEYS = {
     "type": None, "path": None, "fields": None, "columns": None, "header": True, "delimiter": ",",
-    "missing": "reject", "follow": False, "name": None, "timeout": 1.0,
+    "missing": "reject", "follow": False, "name": None, "timeout": 1.0, "carry": None,
     # kafka
     "topics": None, "bootstrap_servers": None, "group_id": None, "max_idle_s": None, "settings": {},
 }
 _SINK_KEYS = {"type": None, "path": None, "fields": None, "topic": None, "bootstrap_servers": None,
-              "key": None, "settings": {}}
+              "key": None, "settings": {},
+              "row_group_size": 65536}  # parquet: rows per row group
 
 DEFAULTS: dict[str, Any] = {
     "source": _SOURCE_KEYS,
@@ -127,9 +128,12 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                     raise ConfigError(f"[sinks.{name}] must be a table, got {sink!r}")
                 _check_keys(f"sinks.{name}", sink, _SINK_KEYS)
                 cfg["sinks"][name] = {**copy.deepcopy(_SINK_KEYS), **sink}
-                if cfg["sinks"][name]["type"] not in ("jsonl", "csv", "kafka"):
-                    raise ConfigError(
-                        f"[sinks.{name}] type must be 'jsonl', 'csv' or 'kafka', got {sink.get('type')!r}")
+                if cfg["sinks"][name]["type"] not in ("jsonl", "csv", "parquet", "kafka"):
+                    raise ConfigError(f"[sinks.{name}] type must be 'jsonl', 'csv', 'parquet' or 'kafka', "
+                                      f"got {sink.get('type')!r}")
+                rgs = cfg["sinks"][name]["row_group_size"]
+                if not isinstance(rgs, int) or isinstance(rgs, bool) or rgs < 1:
+                    raise ConfigError(f"[sinks.{name}] row_group_size must be an integer >= 1, got {rgs!r}")
         else:
             _check_keys(section, given, defaults)
             cfg[section] = {**copy.deepcopy(defaults), **given}
@@ -192,7 +196,7 @@ def build_source(cfg: Mapping[str, Any]):
     if kind == "parquet":
         from connectors.files import ParquetSource
         return ParquetSource(cfg["path"], columns=cfg["columns"] or cfg["fields"], missing=cfg["missing"],
-                             name=cfg["name"])
+                             name=cfg["name"], carry=cfg["carry"] or ())
     from connectors.decoders import JSONDecoder
     from connectors.kafka import KafkaSource
     return KafkaSource(cfg["topics"], cfg["bootstrap_servers"], cfg["group_id"],
@@ -213,6 +217,9 @@ def build_sink(cfg: Mapping[str, Any]):
             raise ConfigError("a csv sink needs 'fields' (the output columns)")
         Path(cfg["path"]).parent.mkdir(parents=True, exist_ok=True)
         return CSVSink(cfg["path"], cfg["fields"])
+    if kind == "parquet":
+        from connectors.parquet import ParquetSink
+        return ParquetSink(cfg["path"], row_group_size=cfg["row_group_size"])  # path: a directory
     from connectors.kafka import KafkaSink
     if not cfg["topic"] or not cfg["bootstrap_servers"]:
         raise ConfigError("a kafka sink needs 'topic' and 'bootstrap_servers'")

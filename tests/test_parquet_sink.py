@@ -329,3 +329,26 @@ def test_sigkill_then_restore_gives_the_uninterrupted_files(tmp_path):
         for name in names:
             assert (out / name).read_bytes() == (reference / name).read_bytes(), name
         assert _rows(pq.read_table(out)) == _expected([_batch(k) for k in range(n_batches)])
+
+
+def test_config_parquet_sink_and_source_carry(tmp_path):
+    from online_gmm.config import ConfigError, build_sink, build_source, load_config
+
+    pq.write_table(pa.table({"x": [1.0, 2.0], "id": ["a", "b"]}), tmp_path / "in.parquet")
+    cfg_path = tmp_path / "pipeline.toml"
+    cfg_path.write_text(
+        '[source]\ntype = "parquet"\npath = "in.parquet"\ncolumns = ["x"]\ncarry = ["id"]\n\n'
+        '[sinks.scores]\ntype = "parquet"\npath = "out/scores"\nrow_group_size = 1000\n')
+    cfg = load_config(cfg_path)
+    sink = build_sink(cfg["sinks"]["scores"])
+    assert isinstance(sink, ParquetSink) and sink.row_group_size == 1000
+    assert sink.path == str(tmp_path / "out" / "scores") and (tmp_path / "out" / "scores").is_dir()
+    src = build_source(cfg["source"])
+    batch = src.read(10)
+    sink.write_columns({"x": batch.X[:, 0], **batch.columns})
+    sink.close()
+    assert pq.read_table(tmp_path / "out" / "scores").column("id").to_pylist() == ["a", "b"]
+    cfg_path.write_text('[source]\ntype = "parquet"\npath = "in.parquet"\ncolumns = ["x"]\n\n'
+                        '[sinks.scores]\ntype = "parquet"\npath = "o"\nrow_group_size = 0\n')
+    with pytest.raises(ConfigError, match="row_group_size"):
+        load_config(cfg_path)
