@@ -20,6 +20,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from connectors._paths import (
+    BLOCK_BYTES,
+    HEAD_BYTES,
+    _check_max_records,
+    _check_paths,
+    _expand,
+    _hash,
+)
 from connectors.base import (
     Batch,
     Columns,
@@ -31,7 +39,6 @@ from connectors.base import (
     concat_columns,
 )
 from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, shorten
-from connectors._paths import BLOCK_BYTES, HEAD_BYTES, _check_max_records, _check_paths, _expand, _hash
 
 __all__ = ["CSVSource", "JSONLinesSource", "RotationWarning", "TruncationWarning"]
 
@@ -61,7 +68,7 @@ def _check_carry(carry: Any) -> tuple[Any, ...]:
     """``carry`` as a tuple; its names may not shadow the position columns."""
     if isinstance(carry, (str, bytes)) or not isinstance(carry, Sequence):
         raise TypeError(f"carry must be a sequence of field names, got {carry!r}")
-    clash = [c for c in carry if c in _POSITION_COLUMNS]
+    clash = [c for c in carry if (".".join(c) if isinstance(c, tuple) else c) in _POSITION_COLUMNS]
     if clash:
         raise ValueError(f"carry may not name the position columns {list(_POSITION_COLUMNS)!r}, got {clash!r}")
     return tuple(carry)

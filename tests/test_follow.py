@@ -71,7 +71,7 @@ def _saved(position):
 
 
 def test_rotation_by_rename_reads_both_files_once_in_order(tmp_path):
-    path = _write(tmp_path / "app.jsonl", _lines(range(0, 10)))
+    path = _write(tmp_path / "app.jsonl", _lines(range(10)))
     src = JSONLinesSource(path, fields=["x"], follow=True)
     xs, _ = _read_until(src, 4)
     # more records for the old file (its last line unterminated), then rotation and a new file
@@ -102,7 +102,7 @@ def test_rotation_while_a_writer_thread_appends(tmp_path):
     progress = [0]
 
     def writer():
-        fh = open(path, "a")
+        fh = open(path, "a")  # noqa: SIM115 - reopened at every rotation, like a logger
         for i in range(n):
             if i and i % every == 0:
                 deadline = time.monotonic() + DEADLINE_S
@@ -110,7 +110,7 @@ def test_rotation_while_a_writer_thread_appends(tmp_path):
                     done.wait(0.001)  # the reader has not read from this file yet
                 fh.close()
                 os.rename(path, tmp_path / f"app.jsonl.{i // every}")
-                fh = open(path, "a")
+                fh = open(path, "a")  # noqa: SIM115
             fh.write(f'{{"x": {i}}}\n')
             if i % 50 == 0:
                 fh.flush()
@@ -174,6 +174,17 @@ def test_copytruncate_warns_and_reads_every_new_record(tmp_path, regrown):
     _assert_quiet(src)
 
 
+def test_csv_truncation_reads_the_header_again(tmp_path):
+    path = _write(tmp_path / "app.csv", "id,x\na,1\nb,2\nc,3\n")
+    src = CSVSource(path, columns=["x"], follow=True)
+    assert _read_until(src, 3)[0] == [1, 2, 3]
+    os.truncate(path, 0)
+    _write(path, "x,id\n7,d\n", "a")
+    with pytest.warns(TruncationWarning):
+        xs, metas = _read_until(src, 1)
+    assert xs == [7] and metas[0]["line"] == 2 and metas[0]["offset"] == len("x,id\n")
+
+
 def test_truncation_while_a_writer_thread_appends(tmp_path):
     """Truncated while the reader waits; the writer goes on: every record after it is read."""
     path = _write(tmp_path / "app.jsonl", _lines(range(20)))
@@ -191,8 +202,8 @@ def test_truncation_while_a_writer_thread_appends(tmp_path):
                     fh.flush()
 
     thread = threading.Thread(target=writer)
+    thread.start()
     with pytest.warns(TruncationWarning):
-        thread.start()
         xs, _ = _read_until(src, 2000, step=500)
     thread.join(DEADLINE_S)
     assert truncated.is_set() and xs == list(range(10_000, 12_000))
@@ -291,6 +302,16 @@ def test_restart_after_truncation(tmp_path, regrown):
     _assert_quiet(fresh)
 
 
+def test_follow_mode_still_refuses_a_position_of_another_source(tmp_path):
+    path = _write(tmp_path / "app.jsonl", _lines(range(4)))
+    other = _write(tmp_path / "other.log", _lines(range(4)))
+    pos = _saved(JSONLinesSource(other, fields=["x"]).read(2).position)
+    with pytest.raises(PositionError, match="does not exist any more"):
+        JSONLinesSource(path, fields=["x"], follow=True).seek(pos)
+    with pytest.raises(PositionError, match="position must be a dict with keys"):
+        JSONLinesSource(path, fields=["x"], follow=True).seek({**pos, "bogus": 1})
+
+
 @pytest.mark.parametrize("change", ["rotated", "truncated", "rewritten"])
 def test_without_follow_a_changed_file_still_raises(tmp_path, change):
     path = _write(tmp_path / "app.jsonl", _lines(range(10)))
@@ -353,8 +374,7 @@ def test_partial_batch_then_idle_within_timeout(tmp_path):
 
     def writer():
         with open(path, "a") as fh:
-            for i in range(2750):
-                fh.write(f'{{"x": {i}}}\n')
+            fh.writelines(f'{{"x": {i}}}\n' for i in range(2750))
         finished.set()
 
     threading.Thread(target=writer).start()
@@ -405,6 +425,21 @@ def test_batches_are_columns_with_carried_fields(tmp_path):
     empty.read(10)
     idle = empty.read(10, timeout=0)
     assert idle.status == "idle" and set(idle.columns) >= {"source", "file", "line", "offset"}
+
+
+def test_carry_passes_fields_through_as_columns(tmp_path):
+    path = _write(tmp_path / "a.jsonl", '{"x": 1, "id": "a", "t": {"s": 5}}\n{"x": "no", "id": "b"}\n{"x": 3, "id": 7}\n')
+    b = JSONLinesSource(path, fields=["x"], carry=["id", "t.s"]).read(10)
+    assert list(b.columns) == ["source", "file", "line", "offset", "id", "t.s"]
+    assert b.columns["id"].tolist() == ["a", 7] and b.columns["t.s"].tolist() == [5, None]
+    assert b.X.ravel().tolist() == [1, 3] and b.rejects[0].meta["line"] == 2
+    a = _write(tmp_path / "a.csv", "id,x\na,1\nb,oops\n")
+    _write(tmp_path / "b.csv", "x,id\n3,c\n")  # another column order: resolved per file
+    b = CSVSource(str(tmp_path / "*.csv"), columns=["x"], carry=["id"]).read(10)
+    assert b.meta == [
+        {"source": str(tmp_path / "*.csv"), "file": a, "line": 2, "offset": 5, "id": "a"},
+        {"source": str(tmp_path / "*.csv"), "file": str(tmp_path / "b.csv"), "line": 2, "offset": 5, "id": "c"},
+    ]
 
 
 def test_carry_argument_is_checked(tmp_path):
