@@ -21,6 +21,7 @@ from connectors.base import (
     Sink,
     Source,
     columns_from_records,
+    constant_column,
 )
 from connectors.decoders import shorten
 from connectors._paths import HEAD_BYTES, _check_max_records, _check_paths, _expand, _hash
@@ -241,8 +242,8 @@ class ParquetSource(Source):
             good = np.flatnonzero(ok)
             k = good.size
             part: dict[str, Any] = {
-                "source": np.full(k, self.name, dtype=object),
-                "file": np.full(k, self._path, dtype=object),
+                "source": constant_column(self.name, k),
+                "file": constant_column(self._path, k),
                 "row_group": np.full(k, self._rg, dtype=np.int64),
                 "row": good.astype(np.int64) + base,
             }
