@@ -14,10 +14,12 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
+import msgspec
 import numpy as np
 
-from connectors.base import ConnectorError, DictColumn, Position, PositionError, Sink
+from connectors.base import ConnectorError, DictColumn, Position, PositionError, Sink, records_from_columns
 from connectors.decoders import shorten
+from connectors.encode import json_lines, json_lines_of_dicts
 
 __all__ = ["JSONLinesSink", "CSVSink", "to_json_line"]
 
@@ -144,13 +146,29 @@ class JSONLinesSink(_FileSink):
     >>> with JSONLinesSink(path) as sink:
     ...     sink.write([{"score": 1.5}, {"score": float("nan")}])
     >>> open(path).read()
-    '{"score": 1.5}\\n{"score": null}\\n'
+    '{"score":1.5}\\n{"score":null}\\n'
+
+    Records are encoded by msgspec, a whole batch per call (:mod:`connectors.encode`); values msgspec
+    cannot encode (numpy scalars in a dict, ...) take the standard library's path, record by record.
     """
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Append records (buffered until :meth:`flush`)."""
         self._check_open()
-        self._fh.write(b"".join(to_json_line(r) for r in records))
+        try:
+            data = json_lines_of_dicts(records)
+        except (TypeError, msgspec.EncodeError):
+            data = b"".join(to_json_line(r) for r in records)
+        self._fh.write(data)
+
+    def write_columns(self, columns: Mapping[str, Any]) -> None:
+        """Append the records of ``columns`` (see :meth:`Sink.write_columns`), encoded in one pass."""
+        self._check_open()
+        try:
+            data = json_lines(columns)
+        except (TypeError, msgspec.EncodeError):
+            data = b"".join(to_json_line(r) for r in records_from_columns(columns))
+        self._fh.write(data)
 
 
 class CSVSink(_FileSink):

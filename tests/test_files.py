@@ -365,7 +365,7 @@ def test_sink_flush_fsyncs(tmp_path, monkeypatch):
     sink = JSONLinesSink(tmp_path / "a.jsonl")
     sink.write([{"a": 1}])
     sink.flush()
-    assert synced == [len(b'{"a": 1}\n')]
+    assert synced == [len(b'{"a":1}\n')]
     assert sink.position()["size"] == synced[-1]
 
 
@@ -374,7 +374,26 @@ def test_position_is_durable_size_only(tmp_path):
     sink.write([{"a": 1}])
     assert sink.position()["size"] == 0
     sink.flush()
-    assert sink.position()["size"] == 9
+    assert sink.position()["size"] == len(b'{"a":1}\n') == (tmp_path / "a.jsonl").stat().st_size
+
+
+def test_jsonl_sink_columns_equal_records(tmp_path):
+    """write_columns (one msgspec call per batch) writes what write(records) writes, NaN as null."""
+    from connectors.base import DictColumn, records_from_columns
+
+    cols = {"id": np.array(["a", 'q"uote', "\u00e9"], dtype=object), "n": np.array([1, 2, 3]),
+            "p": np.array([0.5, np.nan, np.inf]), "ok": np.array([True, False, True]),
+            "x": np.array([[1.0, 2.5], [np.nan, 0.0], [1e300, -0.0]]),
+            "r": DictColumn(np.array([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]]), ["0", "3"])}
+    a, b = JSONLinesSink(tmp_path / "a.jsonl"), JSONLinesSink(tmp_path / "b.jsonl")
+    a.write_columns(cols)
+    b.write(records_from_columns(cols))
+    a.close(), b.close()
+    data = (tmp_path / "a.jsonl").read_bytes()
+    assert data == (tmp_path / "b.jsonl").read_bytes()
+    rows = [json.loads(line) for line in data.splitlines()]
+    assert rows[1]["p"] is None and rows[2]["p"] is None and rows[1]["x"] == [None, 0.0]
+    assert rows[0]["r"] == {"0": 0.25, "3": 0.75} and rows[1]["id"] == 'q"uote' and rows[2]["n"] == 3
 
 
 def test_csv_sink(tmp_path):
