@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
 import numpy as np
 import pytest
-from river import compose, preprocessing, stats
+from river import compose, preprocessing
 from sklearn.metrics import roc_auc_score
 
 from online_gmm import OnlineGaussianMixture
-from online_gmm.anomaly import (GMMOutlierDetector, NLLFilter, NLLThreshold, quantile_from_state,
-                                quantile_to_state)
+from online_gmm.anomaly import GMMOutlierDetector, NLLFilter, NLLThreshold
 from online_gmm.river import GMMAnomalyDetector
-
-
-def test_quantile_state_round_trip_continues_identically():
-    rng = np.random.RandomState(0)
-    q = stats.Quantile(0.99)
-    for v in rng.standard_normal(500):
-        q.update(float(v))
-    state = json.loads(json.dumps(quantile_to_state(q)))
-    r = quantile_from_state(state)
-    assert r._quantile.__getstate__() == q._quantile.__getstate__()
-    for v in rng.standard_normal(300):
-        q.update(float(v))
-        r.update(float(v))
-        assert r.get() == q.get()
-
-
-def test_quantile_state_before_any_update():
-    r = quantile_from_state(json.loads(json.dumps(quantile_to_state(stats.Quantile(0.9)))))
-    assert r.get() is None
 
 
 @pytest.mark.parametrize("kind", [{"q": 0.95, "min_samples": 50}, {"q": None, "threshold": 3.5}])
@@ -60,6 +41,107 @@ def test_threshold_validation_and_warm_up():
     assert t.threshold_ == math.inf and not t.classify(1e9)
     t.update(9.0)
     assert math.isfinite(t.threshold_)
+
+
+def test_flag_many_compares_each_batch_with_the_threshold_before_it():
+    """Each record of a batch is compared with the threshold of the scores before the batch; then
+    the batch updates the sketch. Reference: the same rule written with the per-record API."""
+    rng = np.random.RandomState(4)
+    batches = [rng.standard_normal(n) for n in (30, 250, 1, 400, 0, 319)]
+    t = NLLThreshold(q=0.9, min_samples=100)
+    ref = NLLThreshold(q=0.9, min_samples=100)
+    seen = 0
+    for batch in batches:
+        flags = t.flag_many(batch)
+        cut = min(len(batch), max(0, 100 - seen))          # the warm-up ends inside this batch
+        expected = np.zeros(len(batch), dtype=bool)
+        ref.update_many(batch[:cut])
+        if cut < len(batch):
+            expected[cut:] = batch[cut:] > ref.threshold_
+            ref.update_many(batch[cut:])
+        seen += len(batch)
+        np.testing.assert_array_equal(flags, expected)
+        assert t.to_state() == ref.to_state()
+    assert t.n_seen_ == 1000 and t.sketch.n == 1000
+
+
+def test_per_record_path_is_the_batch_rule_with_blocks_of_32():
+    """River's per-record use (classify, then update) updates the sketch at every 32nd score and at
+    the min_samples-th: the same flags and bytes as flag_many over those blocks."""
+    rng = np.random.RandomState(7)
+    scores = rng.standard_t(3, size=1000)
+    scores[[150, 400]] = np.inf
+    one = NLLThreshold(q=0.95, min_samples=100)
+    flags = []
+    for s in scores:
+        flags.append(one.classify(float(s)))
+        one.update(float(s))
+    cuts = [0, 32, 64, 96, 100] + list(range(128, 1000, 32)) + [1000]
+    batch = NLLThreshold(q=0.95, min_samples=100)
+    expected = np.concatenate([batch.flag_many(scores[a:b]) for a, b in itertools.pairwise(cuts)])
+    np.testing.assert_array_equal(flags, expected)
+    assert flags[400] and 20 <= sum(flags) <= 80
+    pending = one.to_state()["pending"]
+    assert pending == scores[-(1000 % 32):].tolist()
+    flushed = NLLThreshold.from_state(one.to_state())
+    flushed.update_many(np.array([]))                      # the pending block into the sketch
+    assert flushed.sketch.to_state() == batch.sketch.to_state()
+    restored = NLLThreshold.from_state(json.loads(json.dumps(one.to_state())))
+    for s in rng.standard_normal(100):
+        assert restored.classify(s) == one.classify(s)
+        restored.update(s)
+        one.update(s)
+    assert restored.to_state() == one.to_state()
+
+
+def test_flag_many_warm_up_starts_flagging_at_record_min_samples():
+    """As with the former per-record threshold: no flag among the first min_samples scores, and the
+    record min_samples (0-based) can be flagged even inside the first batch."""
+    scores = np.concatenate([np.zeros(100), [1.0, 5.0, -1.0]])
+    t = NLLThreshold(q=0.9, min_samples=100)
+    assert t.flag_many(scores).tolist() == [False] * 100 + [True, True, False]
+    t = NLLThreshold(q=0.9, min_samples=100)
+    assert not t.flag_many(np.full(99, 1e9)).any()
+    assert t.flag_many(np.array([-5.0, 2e9])).tolist() == [False, True]
+
+
+def test_flag_many_handles_infinite_and_huge_scores():
+    t = NLLThreshold(q=0.5, min_samples=3)
+    flags = t.flag_many(np.array([np.inf, np.inf, np.nan, np.inf, 1e300, np.nan, -np.inf]))
+    assert flags.tolist() == [False, False, False, True, False, False, False]
+    assert t.threshold_ == 1e300 and t.sketch.n == 1 and t.sketch.n_pos_inf_ == 3
+    assert t.flag_many(np.array([np.inf, 1e301, 1e299, -1e3])).tolist() == [True, True, False, False]
+    fixed = NLLThreshold(q=None, threshold=10.0)
+    assert fixed.flag_many(np.array([np.inf, 10.0, 10.5, np.nan, -np.inf])).tolist() == \
+        [True, False, True, False, False]
+    assert fixed.classify(math.inf) and not fixed.classify(math.nan)
+    warm = NLLThreshold(q=0.9, min_samples=10)
+    assert not warm.classify(math.inf)                    # no threshold yet
+
+
+def test_threshold_merge_and_old_state_format():
+    rng = np.random.RandomState(5)
+    a, b = NLLThreshold(q=0.95), NLLThreshold(q=0.95)
+    a.flag_many(rng.standard_normal(3000))
+    b.flag_many(rng.standard_normal(2000) + 1.0)
+    a.merge(b)
+    assert a.n_seen_ == 5000 and a.sketch.n == 5000
+    with pytest.raises(ValueError, match=r"different settings .* \(0.95, None, 100, 200\) and "
+                                         r"\(0.9, None, 100, 200\)"):
+        a.merge(NLLThreshold(q=0.9))
+    with pytest.raises(ValueError, match="format 1, expected 2 \\(River P² markers"):
+        NLLThreshold.from_state({"format": 1, "q": 0.9})
+    with pytest.raises(ValueError, match=r"scores must be a 1-d array .* got shape \(2, 2\)"):
+        a.flag_many(np.zeros((2, 2)))
+
+
+def test_sklearn_detector_fit_threshold_is_the_training_quantile():
+    rng = np.random.RandomState(6)
+    X = rng.normal(size=(3000, 2))
+    det = GMMOutlierDetector(OnlineGaussianMixture(n_components=1), contamination=0.05).fit(X)
+    nll = -det.score_samples(X)
+    rank = np.mean(nll <= det.threshold_.threshold_)
+    assert abs(rank - 0.95) <= 0.25 * 0.05 and det.threshold_.n_seen_ == 3000
 
 
 def _stream(n, shift_at=None, seed=0):
