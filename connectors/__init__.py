@@ -8,6 +8,7 @@ from connectors.broker import LocalBroker
 from connectors.deadletter import DeadLetterSink
 from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, RawArrayDecoder
 from connectors.files import CSVSink, CSVSource, JSONLinesSink, JSONLinesSource, ParquetSource
+from connectors.lines import RotationWarning, TruncationWarning
 from connectors.kafka import KafkaSink, KafkaSource
 from connectors.memory import MemorySink, MemorySource
 
@@ -33,4 +34,6 @@ __all__ = [
     "KafkaSource",
     "KafkaSink",
     "LocalBroker",
+    "RotationWarning",
+    "TruncationWarning",
 ]
