@@ -1,7 +1,10 @@
 """Pipeline configuration: a TOML file read into plain dicts, checked key by key.
 
 Every section and key is declared below with its default; an unknown key is an error that names it
-(a typo must never be silently ignored). ``model`` takes any :class:`OnlineGaussianMixture` parameter.
+(a typo must never be silently ignored), and every key's type and range is checked when the file is
+loaded (:data:`SPECS`; ``follow = "false"`` is an error, not a true string), with a message naming the
+section and key. ``model`` takes any :class:`OnlineGaussianMixture` parameter, checked by the
+estimator's own constraints. Relative paths are resolved against the configuration file's folder.
 
 Example ``pipeline.toml``::
 
@@ -39,16 +42,18 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "load_config", "parse_config", "DEFAULTS", "build_source", "build_sink"]
+__all__ = ["ConfigError", "load_config", "parse_config", "DEFAULTS", "SPECS", "build_source",
+           "build_sink"]
 
 
 class ConfigError(ValueError):
@@ -76,6 +81,141 @@ DEFAULTS: dict[str, Any] = {
     "sinks": {},
 }
 _SINK_NAMES = ("scores", "anomalies", "dead_letters")
+
+
+# ------------------------------------------------------------------------------------------ validation
+class _Spec:
+    """The type and range of one key: ``check(value)`` returns an error text or None."""
+
+    def __init__(self, what: str, ok: Callable[[Any], bool], *, none: bool = False) -> None:
+        self.what = what + (" (or omitted)" if none else "")
+        self.ok = ok
+        self.none = none
+
+    def check(self, value: Any) -> str | None:
+        if value is None and self.none:
+            return None
+        return None if self.ok(value) else f"must be {self.what}, got {value!r}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _int(lo: int, hi: int | None = None, *, none: bool = False) -> _Spec:
+    what = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    return _Spec(what, lambda v: _is_int(v) and v >= lo and (hi is None or v <= hi), none=none)
+
+
+def _number(what: str, ok: Callable[[float], bool] = lambda v: True, *, none: bool = False) -> _Spec:
+    return _Spec(what, lambda v: _is_number(v) and ok(v), none=none)
+
+
+def _choice(*options: str, none: bool = False) -> _Spec:
+    return _Spec("one of " + ", ".join(map(repr, options)), lambda v: v in options, none=none)
+
+
+def _str_list(what: str = "a non-empty list of non-empty strings", *, none: bool = False) -> _Spec:
+    return _Spec(what, lambda v: isinstance(v, list) and bool(v)
+                 and all(isinstance(x, str) and x for x in v), none=none)
+
+
+def _str_or_list(what: str, *, none: bool = False) -> _Spec:
+    return _Spec(what, lambda v: (isinstance(v, str) and bool(v))
+                 or (isinstance(v, list) and bool(v) and all(isinstance(x, str) and x for x in v)),
+                 none=none)
+
+
+_BOOL = _Spec("true or false (a TOML boolean, not a string)", lambda v: isinstance(v, bool))
+_STR = _Spec("a non-empty string", lambda v: isinstance(v, str) and bool(v), none=True)
+_TABLE = _Spec("a table", lambda v: isinstance(v, Mapping))
+
+#: section -> key -> the key's type and range, checked when the configuration is loaded. A key a
+#: section declares in DEFAULTS but not here is passed through unchecked (its consumer checks it).
+SPECS: dict[str, dict[str, _Spec]] = {
+    "source": {
+        "type": _choice("jsonl", "csv", "parquet", "kafka"),
+        "path": _str_or_list("a path, a glob or a list of them", none=True),
+        "fields": _str_list(none=True),
+        "columns": _str_list(none=True),
+        "header": _BOOL,
+        "delimiter": _Spec("one character other than a quote or a newline",
+                           lambda v: isinstance(v, str) and len(v) == 1 and v not in '\r\n"'),
+        "missing": _choice("reject", "nan"),
+        "carry": _str_list(none=True),
+        "follow": _BOOL,
+        "name": _STR,
+        "timeout": _number("a number of seconds > 0", lambda v: v > 0),
+        "topics": _str_or_list("a topic or a list of topics", none=True),
+        "bootstrap_servers": _str_or_list("'host:port' or a list of them", none=True),
+        "group_id": _STR,
+        "max_idle_s": _number("a number of seconds >= 0", lambda v: v >= 0, none=True),
+        "settings": _TABLE,
+        "client": _choice("confluent", "kafka-python", none=True),
+    },
+    "pipeline": {
+        "batch_size": _int(1),
+        "max_records": _int(0, none=True),
+        "responsibilities": _BOOL,
+        "features": _BOOL,
+    },
+    "anomaly": {
+        "threshold": _number("a finite number", none=True),
+        "quantile": _number("a number in (0, 1)", lambda v: 0 < v < 1),
+        "policy": _choice("adapt", "protect"),
+        "min_samples": _int(1),
+    },
+    "refit": {
+        "every": _int(0),
+        "reservoir_size": _int(1),
+        "mode": _choice("reservoir", "window"),
+        "candidates": _Spec("a non-empty list of integers >= 1",
+                            lambda v: isinstance(v, list) and bool(v)
+                            and all(_is_int(k) and k >= 1 for k in v), none=True),
+        "criterion": _choice("bic", "aic"),
+        "n_init": _int(1),
+        "max_iter": _int(1),
+        "seed": _int(0, 2**32 - 1),
+        "dask_scheduler": _STR,
+    },
+    "checkpoint": {
+        "directory": _STR,
+        "every": _int(1),
+        "keep": _int(1),
+    },
+    "sinks": {
+        "path": _STR,
+        "fields": _str_list(none=True),
+        "topic": _STR,
+        "bootstrap_servers": _str_or_list("'host:port' or a list of them", none=True),
+        "key": _STR,
+        "settings": _TABLE,
+        "client": _choice("confluent", "kafka-python", none=True),
+        "row_group_size": _int(1),
+    },
+}
+
+
+def _check_values(section: str, table: Mapping[str, Any], specs: Mapping[str, _Spec]) -> None:
+    """Raise a ConfigError naming ``[section] key`` for the first value out of its type or range."""
+    for key, value in table.items():
+        spec = specs.get(key)
+        problem = spec.check(value) if spec is not None else None
+        if problem is not None:
+            raise ConfigError(f"[{section}] {key} {problem}")
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
+    """Check ``[model]`` with the estimator's own parameter constraints (types and ranges)."""
+    from online_gmm.estimator import OnlineGaussianMixture
+    try:
+        OnlineGaussianMixture(**model)._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[model] {exc}") from None
 
 
 def _model_keys() -> set[str]:
@@ -120,6 +260,7 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         if section == "model":
             _check_keys("model", given, _model_keys())
             cfg["model"] = {**defaults, **given}
+            _check_model(cfg["model"])
         elif section == "sinks":
             _check_keys("sinks", given, _SINK_NAMES)
             cfg["sinks"] = {}
@@ -127,15 +268,14 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                 if not isinstance(sink, Mapping):
                     raise ConfigError(f"[sinks.{name}] must be a table, got {sink!r}")
                 _check_keys(f"sinks.{name}", sink, _SINK_KEYS)
+                _check_values(f"sinks.{name}", sink, SPECS["sinks"])
                 cfg["sinks"][name] = {**copy.deepcopy(_SINK_KEYS), **sink}
                 if cfg["sinks"][name]["type"] not in ("jsonl", "csv", "parquet", "kafka"):
                     raise ConfigError(f"[sinks.{name}] type must be 'jsonl', 'csv', 'parquet' or 'kafka', "
                                       f"got {sink.get('type')!r}")
-                rgs = cfg["sinks"][name]["row_group_size"]
-                if not isinstance(rgs, int) or isinstance(rgs, bool) or rgs < 1:
-                    raise ConfigError(f"[sinks.{name}] row_group_size must be an integer >= 1, got {rgs!r}")
         else:
             _check_keys(section, given, defaults)
+            _check_values(section, given, SPECS.get(section, {}))
             cfg[section] = {**copy.deepcopy(defaults), **given}
     src = cfg["source"]
     if src["type"] not in ("jsonl", "csv", "parquet", "kafka"):
@@ -146,37 +286,48 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"[source] type 'kafka' needs {key!r}")
     elif not src["path"]:
         raise ConfigError(f"[source] type {src['type']!r} needs 'path'")
-    bs = cfg["pipeline"]["batch_size"]
-    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
-        raise ConfigError(f"[pipeline] batch_size must be an integer >= 1, got {bs!r}")
-    an = cfg["anomaly"]
-    if an["policy"] not in ("adapt", "protect"):
-        raise ConfigError(f"[anomaly] policy must be 'adapt' or 'protect', got {an['policy']!r}")
-    if an["threshold"] is None and not (0.0 < float(an["quantile"]) < 1.0):
-        raise ConfigError(f"[anomaly] quantile must be in (0, 1), got {an['quantile']!r}")
-    rf = cfg["refit"]
-    if rf["mode"] not in ("reservoir", "window"):
-        raise ConfigError(f"[refit] mode must be 'reservoir' or 'window', got {rf['mode']!r}")
-    if rf["criterion"] not in ("bic", "aic"):
-        raise ConfigError(f"[refit] criterion must be 'bic' or 'aic', got {rf['criterion']!r}")
     return cfg
 
 
+def _resolve(value: Any, base: Path) -> Any:
+    """``value`` (a path, a glob or a list of them) made absolute against ``base``; URLs unchanged."""
+    if isinstance(value, list):
+        return [_resolve(v, base) for v in value]
+    if not isinstance(value, str) or not value or "://" in value:
+        return value
+    expanded = Path(value).expanduser()
+    return str(expanded if expanded.is_absolute() else base / expanded)
+
+
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate a TOML configuration file; relative paths are resolved against its folder."""
+    """Read and validate a TOML configuration file.
+
+    Relative paths in it (``[source] path``, ``[checkpoint] directory``, ``[sinks.*] path``) are
+    resolved against the folder of the configuration file, not the working directory, so a job
+    runs the same from anywhere; ``~`` is expanded.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, is not TOML, or a key is unknown or out of its type or range.
+    """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {str(path)!r}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {str(path)!r} is a directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read configuration file {str(path)!r}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     cfg = parse_config(raw)
     base = path.resolve().parent
     for table in [cfg["source"], cfg["checkpoint"], *cfg["sinks"].values()]:
         for key in ("path", "directory"):
-            if table.get(key) and not Path(table[key]).is_absolute() and "://" not in str(table[key]):
-                table[key] = str(base / table[key])
+            if table.get(key):
+                table[key] = _resolve(table[key], base)
     return cfg
 
 
