@@ -16,7 +16,14 @@ directory; only then are checkpoints beyond the newest ``keep`` deleted. Reading
 the checksum, so a truncated, bit-flipped or foreign file is reported (:class:`CheckpointWarning`) and
 the previous checkpoint used; a file containing an object array is refused without unpickling it.
 
-The store assumes a single writer per directory.
+One writer per directory: :meth:`CheckpointStore.lock` takes an exclusive OS lock
+(``fcntl.flock``) on ``<directory>/.lock``, so a second process running the same job refuses to
+start (:class:`CheckpointLockedError`) instead of interleaving its outputs with the first. The OS
+releases the lock when its holder exits, even on SIGKILL, so a killed job never leaves a stale lock.
+
+A fresh start (no checkpoint yet) is recorded in ``<directory>/fresh-start.json``
+(:meth:`CheckpointStore.save_start`): the positions of the sinks before the job's first write, so that
+a job killed before its first checkpoint can undo what it wrote (see :mod:`online_gmm.pipeline`).
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["CheckpointStore", "CheckpointError", "CheckpointWarning", "read_checkpoint",
-           "write_checkpoint", "pack", "unpack", "FORMAT_VERSION"]
+__all__ = ["CheckpointStore", "CheckpointError", "CheckpointLockedError", "CheckpointWarning",
+           "read_checkpoint", "write_checkpoint", "pack", "unpack", "FORMAT_VERSION"]
 
 #: version written into (and required of) every manifest
 FORMAT_VERSION = 1
@@ -47,10 +54,18 @@ _TMP_SUFFIX = ".tmp"
 #: dtype kinds allowed in a checkpoint: bool, signed/unsigned int, float, complex
 _NUMERIC_KINDS = "biufc"
 _SEP = "/"
+_LOCK_NAME = ".lock"
+_START_NAME = "fresh-start.json"
+#: locks held by this process: real directory path -> [file descriptor, number of holders]
+_HELD: dict[str, list[int]] = {}
 
 
 class CheckpointError(Exception):
     """A checkpoint cannot be written, or no usable checkpoint can be read."""
+
+
+class CheckpointLockedError(CheckpointError):
+    """Another process holds the checkpoint directory's lock (the same job is already running)."""
 
 
 class CheckpointWarning(UserWarning):
@@ -140,6 +155,15 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     """
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(f"{path} is not a checkpoint (a checkpoint is a ckpt-*.npz archive)")
+    try:
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
             if _MANIFEST not in names:
@@ -216,6 +240,7 @@ class CheckpointStore:
         self.keep = int(keep)
         self.compress = bool(compress)
         self._last_seq = 0
+        self._locked = False
 
     # ------------------------------------------------------------------ listing
     def checkpoints(self) -> list[tuple[int, Path]]:
@@ -284,6 +309,109 @@ class CheckpointStore:
             except FileNotFoundError:
                 pass
         return final
+
+    # ------------------------------------------------------------------ one writer
+    def lock(self) -> None:
+        """Take the directory's exclusive lock, or raise if another process holds it.
+
+        The lock is an ``fcntl.flock`` on ``<directory>/.lock`` that holds the owner's PID. Within one
+        process the lock is shared (every store of the directory may hold it; it is released when the
+        last one calls :meth:`unlock`): it keeps other processes out, not other objects. Where
+        ``fcntl`` does not exist (Windows) this is a no-op.
+
+        Raises
+        ------
+        CheckpointLockedError
+            Naming the directory and the PID of the process that holds it.
+        """
+        if self._locked:
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return
+        key = os.path.realpath(self.directory)
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+            self._locked = True
+            return
+        path = self.directory / _LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise CheckpointLockedError(
+                f"checkpoint directory {str(self.directory)!r} is in use by another process (pid "
+                f"{holder}): the same job is already running; stop it or use another directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _HELD[key] = [fd, 1]
+        self._locked = True
+
+    def unlock(self) -> None:
+        """Release this store's hold on the directory lock (idempotent)."""
+        if not self._locked:
+            return
+        self._locked = False
+        key = os.path.realpath(self.directory)
+        held = _HELD.get(key)
+        if held is None:  # pragma: no cover - defensive
+            return
+        held[1] -= 1
+        if held[1] <= 0:
+            del _HELD[key]
+            os.close(held[0])   # closing the descriptor releases the flock
+
+    @staticmethod
+    def remove_bookkeeping(directory: str | os.PathLike) -> None:
+        """Delete the lock file and the fresh-start record of ``directory`` (never a checkpoint).
+
+        For a command whose start failed: it removes what it created. Call it only when no process
+        holds the lock (e.g. the caller just released it)."""
+        for name in (_LOCK_NAME, _START_NAME):
+            try:
+                (Path(directory) / name).unlink()
+            except FileNotFoundError:
+                pass
+
+    # ------------------------------------------------------------------ fresh start
+    def save_start(self, meta: dict[str, Any]) -> Path:
+        """Durably write the fresh-start record (JSON-able ``meta``), replacing any earlier one."""
+        try:
+            data = json.dumps(meta, sort_keys=True).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"fresh-start record must be JSON-able: {exc}") from None
+        final = self.directory / _START_NAME
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        _fsync_directory(self.directory)
+        return final
+
+    def load_start(self) -> dict[str, Any] | None:
+        """The fresh-start record, or None if there is none (or it is unreadable: it is then ignored)."""
+        try:
+            meta = json.loads((self.directory / _START_NAME).read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"ignoring unreadable {self.directory / _START_NAME}: {exc}",
+                          CheckpointWarning, stacklevel=2)
+            return None
+        return meta if isinstance(meta, dict) else None
 
     # ------------------------------------------------------------------ load
     def load_latest(self) -> tuple[dict[str, np.ndarray], dict[str, Any], Path] | None:

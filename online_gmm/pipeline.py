@@ -134,6 +134,8 @@ class Pipeline:
         self.refit_fn = refit_fn or refit
         self.checkpoint_every = int(checkpoint_every)
         self.store = CheckpointStore(checkpoint_dir, keep=keep) if checkpoint_dir else None
+        if self.store is not None:
+            self.store.lock()   # one job per checkpoint directory: a second process refuses here
         self.include_responsibilities = include_responsibilities
         self.include_features = include_features
         self.feature_names = feature_names
@@ -400,9 +402,13 @@ class Pipeline:
             return
         if self.summary.records == 0 and not self.store.checkpoints():
             return
-        arrays, meta = self._state()
-        self.store.save(arrays, meta)
-        self.summary.checkpoints += 1
+        self.summary.checkpoints += 1       # counted in the checkpoint itself, as `inspect` shows it
+        try:
+            arrays, meta = self._state()
+            self.store.save(arrays, meta)
+        except BaseException:
+            self.summary.checkpoints -= 1
+            raise
         self._since_checkpoint = 0
         self.source.commit(meta["source_position"])
 
@@ -412,6 +418,7 @@ class Pipeline:
             return False
         loaded = self.store.load_latest()
         if loaded is None:
+            self._fresh_start()
             return False
         arrays, meta, path = loaded
         if meta.get("version") != _STATE_VERSION:
@@ -447,12 +454,48 @@ class Pipeline:
         self.summary.n_components = meta["n_components"]
         return True
 
+    def _fresh_start(self) -> None:
+        """No checkpoint yet: undo what an earlier attempt of this job wrote, and record the start.
+
+        The sinks' positions before the job's first write are kept in the checkpoint directory
+        (``fresh-start.json``). An attempt killed (or crashed, or out of disk) before its first
+        checkpoint left its output behind; the next fresh start finds the record and restores every
+        sink to it (file sinks are truncated), so the outputs end exactly as an uninterrupted run's.
+        A record written under another configuration fingerprint belongs to another job and is
+        replaced. A Kafka sink cannot take records back (see ``docs/refit-checkpoint.md``).
+        """
+        import warnings
+
+        from connectors.base import PositionError
+
+        assert self.store is not None
+        record = self.store.load_start()
+        if record is not None and record.get("fingerprint") == self.fingerprint:
+            for name, pos in (record.get("sink_positions") or {}).items():
+                sink = self.sinks.get(name)
+                if sink is None or pos is None:
+                    continue
+                try:
+                    sink.restore(pos)
+                except PositionError as exc:   # the output was moved, shortened or replaced by hand
+                    warnings.warn(f"fresh start: the {name} sink continues from its current end: {exc}",
+                                  RuntimeWarning, stacklevel=3)
+        self.store.save_start({
+            "fingerprint": self.fingerprint,
+            "sink_positions": {name: (s.position() if s is not None else None)
+                               for name, s in self.sinks.items()},
+        })
+
     def close(self) -> None:
-        """Close the source and every sink."""
-        self.source.close()
-        for sink in self.sinks.values():
-            if sink is not None:
-                sink.close()
+        """Close the source and every sink, then release the checkpoint directory's lock."""
+        try:
+            self.source.close()
+            for sink in self.sinks.values():
+                if sink is not None:
+                    sink.close()
+        finally:
+            if self.store is not None:
+                self.store.unlock()
 
 
 def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:

@@ -1,6 +1,8 @@
 """The online-gmm command and the examples, run as a user would (on small data)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +127,9 @@ def test_demo_through_a_local_kafka_broker(tmp_path):
     res = CliRunner().invoke(main, ["demo", "--kafka", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "local broker on 127.0.0.1:" in res.output
+    # anomalies go to a Kafka topic in this mode: the outputs line names it, not a file
+    assert "anomalies -> Kafka topic 'anomalies'" in res.output
+    assert "anomalies.jsonl" not in res.output and not (tmp_path / "anomalies.jsonl").exists()
     assert "records 20000" in res.output and "rejected 111" in res.output
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 20000 - 111
     assert len((tmp_path / "dead_letters.jsonl").read_text().splitlines()) == 111
@@ -134,3 +139,214 @@ def test_demo_through_a_local_kafka_broker(tmp_path):
     import socket
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", int(port))) != 0
+
+
+# --------------------------------------------------------------------------- start-up and mistakes
+HEAVY = ("numpy", "scipy", "sklearn", "river", "dask", "distributed", "pyarrow", "matplotlib", "pandas",
+         "kafka", "confluent_kafka", "tqdm", "connectors")
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The heavy top-level modules a fresh interpreter has loaded after running ``code``."""
+    probe = (f"import sys\n{code}\n"
+             f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=ENV)
+    assert res.returncode == 0, res.stderr
+    last = res.stdout.strip().splitlines()[-1]
+    assert last.startswith("loaded:"), res.stdout
+    return [m for m in last[len("loaded:"):].split(",") if m]
+
+
+@pytest.mark.parametrize("code", [
+    "import online_gmm",
+    "import online_gmm.cli",
+    "from online_gmm.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass",
+    "from online_gmm.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "from online_gmm.cli import main\ntry:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass",
+])
+def test_help_and_version_load_no_heavy_module(code):
+    """`online-gmm --help`/`--version` start in well under 0.3 s: nothing heavy is imported."""
+    assert _loaded_after(code) == []
+
+
+def test_lazy_package_attributes_still_work():
+    assert _loaded_after("import online_gmm\nonline_gmm.OnlineGaussianMixture") != []
+    res = subprocess.run([sys.executable, "-c", "from online_gmm import *; import online_gmm; "
+                          "print(OnlineGaussianMixture.__name__, NLLThreshold.__name__, "
+                          "'OnlineGMM' in dir(online_gmm))"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert res.stdout.split() == ["OnlineGaussianMixture", "NLLThreshold", "True"], res.stderr
+    script = Path(sys.executable).parent / "online-gmm"
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "0.1.0" in res.stdout
+
+
+def _job(tmp: Path, *, source_path="in.jsonl", scores="out/scores.jsonl", ck="ck", extra="") -> Path:
+    from online_gmm.demo import DEMO_FIELDS
+    cfg = tmp / "job.toml"
+    cfg.write_text(f"""
+[source]
+type = "jsonl"
+path = "{source_path}"
+fields = {json.dumps(DEMO_FIELDS)}
+
+[model]
+n_components = 3
+warm_up = 300
+random_state = 0
+
+[checkpoint]
+directory = "{ck}"
+every = 500
+
+[sinks.scores]
+type = "jsonl"
+path = "{scores}"
+
+[sinks.dead_letters]
+type = "jsonl"
+path = "out/dead.jsonl"
+{extra}
+""")
+    return cfg
+
+
+def _online_gmm(*args, cwd=ROOT, **kw):
+    return subprocess.run([sys.executable, "-m", "online_gmm.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=240, env=ENV, **kw)
+
+
+def _files(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+
+def _assert_one_line(res, *needles):
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("case", ["missing input", "input is a directory", "output under a file",
+                                  "checkpoint directory under a file", "checkpoint directory is a file"])
+def test_run_mistakes_are_one_line_exit_2_and_leave_no_files(tmp_path, case):
+    from online_gmm.demo import write_events
+    write_events(tmp_path / "in.jsonl", n=600, seed=1)
+    (tmp_path / "blocker").write_text("a file, not a folder\n")
+    kwargs, needle = {
+        "missing input": ({"source_path": "nowhere.jsonl"}, "nowhere.jsonl"),
+        "input is a directory": ({"source_path": "."}, "is a directory"),
+        "output under a file": ({"scores": "blocker/scores.jsonl"}, "[sinks.scores]"),
+        "checkpoint directory under a file": ({"ck": "blocker/ck"}, "[checkpoint] directory"),
+        "checkpoint directory is a file": ({"ck": "blocker"}, "[checkpoint] directory"),
+    }[case]
+    cfg = _job(tmp_path, **kwargs)
+    before = _files(tmp_path)
+    res = _online_gmm("run", "--config", str(cfg), "--quiet", cwd=tmp_path)
+    _assert_one_line(res, needle)
+    assert _files(tmp_path) == before          # no empty output file, no checkpoint left behind
+
+
+def test_sigint_during_start_up_is_one_line_and_leaves_nothing(tmp_path):
+    """Ctrl-C while the command is still reading its configuration (a FIFO that never delivers)."""
+    fifo = tmp_path / "job.toml"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "online_gmm.cli", "run", "--config", str(fifo)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ENV)
+    writer = os.open(fifo, os.O_WRONLY)     # returns once the command has opened the FIFO to read
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    res = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    _assert_one_line(res, "interrupted")
+    assert _files(tmp_path) == set()        # the FIFO is no regular file; nothing else was written
+
+
+def test_inspect_mistakes_are_one_line(demo_out, tmp_path):
+    out, _ = demo_out
+    res = _online_gmm("inspect", str(out))                       # the demo folder, not checkpoints/
+    _assert_one_line(res, "checkpoints")
+    res = _online_gmm("inspect", str(out / "scores.jsonl"))      # not a checkpoint at all
+    _assert_one_line(res, "is not a checkpoint")
+    assert "pickle" not in res.stderr
+    res = _online_gmm("inspect", str(tmp_path))                  # an empty folder
+    _assert_one_line(res, "no checkpoint")
+
+
+def test_score_mistakes_refusals_append_and_overwrite(demo_out, tmp_path):
+    out, _ = demo_out
+    from online_gmm.demo import write_events
+    day = tmp_path / "day.jsonl"
+    truth = write_events(day, n=1000, seed=7)
+    ck = str(out / "checkpoints")
+    scored = tmp_path / "scored.jsonl"
+    res = _online_gmm("score", "--checkpoint", ck, "--input", str(day), "--output", str(scored),
+                      "--fields", "metrics.cpu,metrics.mem")
+    _assert_one_line(res, "--fields names 2 field(s) but the model reads 4")
+    assert not scored.exists()
+    res = _online_gmm("score", "--checkpoint", ck, "--input", str(tmp_path / "none.jsonl"),
+                      "--output", str(scored))
+    _assert_one_line(res, "none.jsonl")
+    assert not scored.exists()
+    res = _online_gmm("score", "--checkpoint", ck, "--input", str(day), "--output", str(scored))
+    assert res.returncode == 0, res.stderr
+    first = scored.read_bytes()
+    n_good = 1000 - int(truth["bad"].sum())
+    assert len(first.splitlines()) == n_good
+    # the checkpoint holds the anomaly threshold: every score record says whether it is above it
+    records = [json.loads(l) for l in first.splitlines()]
+    flags = np.array([r["anomaly"] for r in records])
+    injected = np.array([truth["anomaly"][r["line"] - 1] for r in records])
+    assert flags[injected].all() and 0 < flags.sum() < 0.1 * n_good
+    assert f"{int(flags.sum())} anomalies" in res.stdout
+    res = _online_gmm("score", "--checkpoint", ck, "--input", str(day), "--output", str(scored))
+    _assert_one_line(res, "already exists", "--append", "--overwrite")
+    assert scored.read_bytes() == first
+    res = _online_gmm("score", "--checkpoint", ck, "--input", str(day), "--output", str(scored),
+                      "--overwrite")
+    assert res.returncode == 0 and scored.read_bytes() == first
+    res = _online_gmm("score", "--checkpoint", ck, "--input", str(day), "--output", str(scored),
+                      "--append")
+    assert res.returncode == 0 and scored.read_bytes() == first + first
+
+
+def test_summary_checkpoint_counter_agrees_with_inspect(demo_out):
+    out, text = demo_out
+    import re
+    summary = int(re.search(r"checkpoints (\d+)", text).group(1))
+    res = CliRunner().invoke(main, ["inspect", str(out / "checkpoints"), "--json"])
+    assert json.loads(res.output)["counters"]["checkpoints"] == summary > 0
+
+
+def test_demo_explains_its_anomaly_flags(demo_out):
+    _, text = demo_out
+    import re
+    m = re.search(r"anomaly flags: (\d+) of (\d+) scored events, .* 0.99 quantile .* about 1% are "
+                  r"flagged by construction; the stream holds (\d+) injected anomalies, (\d+) of them "
+                  r"flagged", text)
+    assert m, text
+    flagged, scored, injected, caught = map(int, m.groups())
+    assert scored == 20000 - 111 and injected == 116 and 0.8 * injected <= caught <= injected
+    assert f"anomalies {flagged}" in text
+
+
+def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):
+    """`run` from another working directory reads and writes next to the configuration file."""
+    from online_gmm.demo import write_events
+    job = tmp_path / "job"
+    job.mkdir()
+    write_events(job / "in.jsonl", n=800, seed=2)
+    cfg = _job(job)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = _online_gmm("run", "--config", str(cfg), "--quiet", cwd=elsewhere)
+    assert res.returncode == 0, res.stderr
+    assert (job / "out" / "scores.jsonl").stat().st_size > 0 and any((job / "ck").glob("ckpt-*.npz"))
+    assert list(elsewhere.iterdir()) == []
