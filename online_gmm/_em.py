@@ -25,6 +25,9 @@ __all__ = ["GaussianParams", "Scorer", "expected_statistics", "run_em"]
 _CHUNK_FLOATS = 1 << 17
 #: exp arguments are clipped here: exp(-700) ~ 1e-304 is a normal double, and exp near -708 is slow
 _EXP_MIN = -700.0
+#: |log p| beyond which log p = max + log(sum) loses the log of the sum to rounding (2^40: the sum's
+#: log, at most log K, keeps at least 12 bits below the maximum's last digit... up to 2^52)
+_FAR = float(2 ** 40)
 #: most rows per chunk in a Scorer (narrow kernels: diag, spherical, tied)
 _MAX_ROWS = 8192
 
@@ -124,6 +127,7 @@ class Scorer:
         self.params = params
         self.kernel = get_kernel(params.covariance_type)
         self.prep = params.prepared()
+        self._lost: tuple[np.ndarray, np.ndarray] | None = None    # see _exp_shifted
         # log(w_k) folded into the kernel's constant: one pass less per chunk
         self._wprep = dict(self.prep, const=self.prep["const"] + self.prep["logw"])
         k_comp, d = params.means.shape
@@ -164,14 +168,25 @@ class Scorer:
         out = lp.reshape(-1)[: lp.shape[0] * n].reshape(lp.shape[0], n).T      # (n, K) view
         return self.kernel.log_prob(Xc, self._wprep, out, buf)
 
-    def _exp_shifted(self, wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """exp(wlp - max) into the scratch buffer, the row maxima and the row sums (log-sum-exp)."""
+    def _exp_shifted(self, wlp: np.ndarray, Xc: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """exp(wlp - max) into the scratch buffer, the row maxima and the row sums (log-sum-exp).
+
+        A row whose maximum is not finite (the kernel's arithmetic overflowed: NaN or -inf) is
+        repaired first (:meth:`_repair`); a row whose density is then zero under every component
+        gets log p = -inf (the row maximum returned is -inf) and the responsibilities of
+        :meth:`_repair`'s rule, kept in ``self._lost`` for :meth:`log_resp_chunk`.
+        """
         n = wlp.shape[0]
         buf = self._buffers(n)
         wt = wlp.T                                                  # (K, n), contiguous rows
         m = np.max(wt, axis=0, out=buf["norm"][:n])
-        if not np.isfinite(m).all():                                # rows of -inf (or inf)
-            m[~np.isfinite(m)] = 0.0
+        self._lost = None
+        if not np.isfinite(m).all():                                # overflow: never on clean data
+            lost = self._repair(wlp, Xc, m)
+            if lost is not None:
+                m[lost[0]] = 0.0
+            self._lost = lost
         e = _flat(buf["z"], wt.shape)
         np.subtract(wt, m, out=e)
         # exp of arguments near or below -708 is 10-50x slower (subnormal results and their
@@ -179,11 +194,80 @@ class Scorer:
         # to the row maximum's exp(0) = 1
         np.maximum(e, buf["floor"][:n], out=e)
         np.exp(e, out=e)
+        if self._lost is not None:
+            rows, log_r = self._lost
+            e[:, rows] = np.exp(log_r).T
+            m[rows] = -np.inf
         s = np.sum(e, axis=0, out=buf["s"][:n])
         return e, m, s
 
-    def _log_norm(self, wlp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        e, m, s = self._exp_shifted(wlp)
+    def _repair(self, wlp: np.ndarray, Xc: np.ndarray | None, m: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Recompute, in place, the rows of ``wlp`` whose row maximum ``m`` is not finite.
+
+        The kernels' products overflow for values beyond about 1e154 (NaN where two infinities
+        meet, -inf elsewhere). Such a row is evaluated again on the record and the means scaled
+        down by a power of two ``s`` (exact), so that the largest centred value is about 2^300:
+        the squared Mahalanobis distance is ``q = s^2 q(x / s; mu / s)``, which is finite or
+        overflows to +inf, so that log w_k + log N(x | k) is the exact (huge negative) value or
+        -inf, never NaN and never a plausible value.
+
+        Returns
+        -------
+        None, or (rows, log_resp) for the rows whose density is zero under every component
+        (log p = -inf). Their responsibilities follow the rule: the record belongs to the
+        component nearest to it in Mahalanobis distance (the softmax of the scaled evaluation,
+        where the distances dominate: equal distances share equally), shape (n_lost, K).
+        """
+        rows = np.flatnonzero(~np.isfinite(m))
+        if Xc is None:                                   # no record to rescale: only remove NaN
+            block = wlp[rows]
+            block[np.isnan(block)] = -np.inf
+            wlp[rows] = block
+            m[rows] = block.max(axis=1)
+            lost = rows[~np.isfinite(m[rows])]
+            k_comp = wlp.shape[1]
+            return (lost, np.full((lost.size, k_comp), -np.log(k_comp))) if lost.size else None
+        params = self.params
+        c = self.prep["c"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            dev = np.max(np.abs(Xc[rows] - c), axis=1)
+        dev[~np.isfinite(dev)] = np.finfo(float).max
+        _, expo = np.frexp(dev)
+        shift = np.maximum(expo - 300, 0)
+        logits = np.empty((rows.size, params.n_components))
+        logw = self.prep["logw"]
+        for sh in np.unique(shift).tolist():
+            sel = shift == sh
+            scaled = GaussianParams(params.covariance_type, np.ones(params.n_components),
+                                    np.ldexp(params.means, -sh), None, params.precisions_cholesky)
+            sc = Scorer(scaled)
+            with np.errstate(over="ignore", invalid="ignore"):
+                lp = sc.weighted_log_prob(np.ldexp(Xc[rows[sel]], -sh))   # const_k - q'_k / 2
+                half_q = sc.prep["const"] - lp                             # q'_k / 2 >= 0
+                block = logw + self.prep["const"] - np.ldexp(half_q, 2 * sh)
+            block[np.isnan(block)] = -np.inf
+            wlp[rows[sel]] = block
+            logits[sel] = lp + logw
+        m[rows] = wlp[rows].max(axis=1)
+        gone = ~np.isfinite(m[rows])
+        if not gone.any():
+            return None
+        lg = logits[gone]
+        lg[np.isnan(lg)] = -np.inf
+        top = lg.max(axis=1, keepdims=True)
+        top[~np.isfinite(top)] = 0.0
+        with np.errstate(divide="ignore"):
+            log_r = lg - top
+            log_r -= np.log(np.exp(log_r).sum(axis=1, keepdims=True))
+        if not np.isfinite(log_r).any(axis=1).all():     # nothing to go by: uniform
+            bad = ~np.isfinite(log_r).any(axis=1)
+            log_r[bad] = -np.log(log_r.shape[1])
+        return rows[gone], log_r
+
+    def _log_norm(self, wlp: np.ndarray, Xc: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        e, m, s = self._exp_shifted(wlp, Xc)
         with np.errstate(divide="ignore"):
             np.log(s, out=s)
         s += m                                                      # log p(x), in buf["s"]
@@ -192,15 +276,32 @@ class Scorer:
     def log_resp_chunk(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log responsibilities, log p(x)) of one chunk; the first lives in a reused buffer."""
         wlp = self.weighted_log_prob_chunk(Xc)
-        _, norm, _ = self._log_norm(wlp)
+        e, norm, m = self._log_norm(wlp, Xc)
         norm = norm.copy()
+        far = None
+        if m.min() < -_FAR:
+            # log p = m + log(sum) absorbs the log of the sum where |m| is huge: there the
+            # responsibilities are (wlp - m) - log(sum), from the exponentials just computed
+            far = np.flatnonzero((m < -_FAR) & np.isfinite(m))
+            lr_far = wlp[far] - m[far, None]
+            lr_far -= np.log(e[:, far].sum(axis=0))[:, None]
+        if self._lost is not None:
+            norm_lost = norm[self._lost[0]]
+            norm[self._lost[0]] = 0.0                      # their rows are replaced below
         wlp.T[...] -= norm
+        if self._lost is not None:
+            norm[self._lost[0]] = norm_lost
+        if far is not None:
+            wlp[far] = lr_far
+        if self._lost is not None:
+            rows, log_r = self._lost
+            wlp[rows] = log_r
         return wlp, norm
 
     def _resp_chunk(self, Xc: np.ndarray) -> tuple[np.ndarray, float | np.ndarray]:
         """(responsibilities (n, K) in a reused buffer, log p(x) (n,) in a reused buffer)."""
         wlp = self.weighted_log_prob_chunk(Xc)
-        e, m, s = self._exp_shifted(wlp)
+        e, m, s = self._exp_shifted(wlp, Xc)
         resp = wlp.T                                                # reuse the log-prob buffer
         np.divide(e, s, out=resp)
         with np.errstate(divide="ignore"):
@@ -210,17 +311,36 @@ class Scorer:
 
     # -------------------------------------------------------------- whole-array helpers
     def weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
-        """log(w_k) + log N(x | k), shape (n_samples, n_components)."""
+        """log(w_k) + log N(x | k), shape (n_samples, n_components); never NaN (see :meth:`_repair`)."""
+        return self._weighted_log_prob(X)[0]
+
+    def _weighted_log_prob(self, X: np.ndarray) -> tuple[np.ndarray, list]:
         out = np.empty((X.shape[0], self.params.n_components))
+        lost = []
         for a, b in self.chunks(X.shape[0]):
-            out[a:b] = self.weighted_log_prob_chunk(X[a:b])
-        return out
+            block = out[a:b]
+            block[...] = self.weighted_log_prob_chunk(X[a:b])
+            m = block.max(axis=1)
+            if not np.isfinite(m).all():
+                got = self._repair(block, X[a:b], m)
+                if got is not None:
+                    lost.append((got[0] + a, got[1]))
+        return out, lost
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most probable component of each row, shape (n_samples,); a row whose density is zero
+        under every component goes to the nearest one in Mahalanobis distance (see :meth:`_repair`)."""
+        wlp, lost = self._weighted_log_prob(X)
+        labels = wlp.argmax(axis=1)
+        for rows, log_r in lost:
+            labels[rows] = log_r.argmax(axis=1)
+        return labels
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """log p(x), shape (n_samples,)."""
         out = np.empty(X.shape[0])
         for a, b in self.chunks(X.shape[0]):
-            out[a:b] = self._log_norm(self.weighted_log_prob_chunk(X[a:b]))[1]
+            out[a:b] = self._log_norm(self.weighted_log_prob_chunk(X[a:b]), X[a:b])[1]
         return out
 
     def log_resp(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

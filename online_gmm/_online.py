@@ -5,6 +5,17 @@ clock and the warm-up buffer. :meth:`OnlineEM.update` is one stepwise EM update:
 under the current parameters, a blend of the batch's statistics into the running ones with the
 schedule's share, and an M-step. Nothing is committed until the new parameters are known to be finite,
 so a failed update leaves the state as it was.
+
+Records that the update cannot use are kept out of it, each with a reason (:data:`Refused`):
+
+- a value with ``|x| > MAX_ABS`` (1e150) is refused before any arithmetic (:func:`screen_extreme`:
+  two vectorised reductions per batch; per-row work only when one fails);
+- when an update (or the warm-up fit) is ill-defined (a failed Cholesky factorisation, non-finite
+  statistics or parameters), the culprits are searched for, deterministically: the candidate rows
+  are ordered from least to most plausible (log-density under the current parameters; robust
+  distance from the median in the warm-up) and a bisection finds the fewest of the first ones whose
+  exclusion makes the update well-defined. The rest is learned; nothing is committed before that.
+  The search runs only after a failure: a clean batch is one update, as before.
 """
 
 from __future__ import annotations
@@ -18,7 +29,66 @@ from online_gmm._em import EMResult, GaussianParams, Scorer
 from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
 
-__all__ = ["OnlineEM", "ComponentReseededWarning"]
+__all__ = ["OnlineEM", "ComponentReseededWarning", "RefusedRecordsError", "Refused", "MAX_ABS",
+           "screen_extreme"]
+
+#: ``(id, reason)`` of a record kept out of the model
+Refused = tuple[int, str]
+
+#: Largest magnitude of a value the model's arithmetic accepts. Squares of centred values then stay
+#: below 1e300 (the second moments, the Mahalanobis distances), which leaves a factor 1e8 below the
+#: largest double (1.8e308) for the sums over features and rows and the products with precisions of
+#: data of scale ~1: a value beyond it (whose square overflows past about 1.3e154) never reaches them.
+MAX_ABS = 1e150
+
+
+class RefusedRecordsError(ValueError):
+    """Records would make an update ill-defined (or are too large); the state was left unchanged.
+
+    Attributes
+    ----------
+    refused : list of (int, str)
+        ``(id, reason)`` of each record to keep out.
+    """
+
+    def __init__(self, message: str, refused: list[Refused]) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def screen_extreme(X: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray | None, list[Refused]]:
+    """Rows of ``X`` with a value beyond :data:`MAX_ABS`, and why.
+
+    Two vectorised reductions (max and min) on a clean batch; per-row work only when one fails.
+    NaN (a missing value, for the River learners) is not extreme.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    ids : ndarray of int64 of shape (n_samples,)
+
+    Returns
+    -------
+    keep : ndarray of bool of shape (n_samples,), or None when every row is fine
+    refused : list of (id, reason)
+    """
+    if X.size == 0:
+        return None, []
+    if X.max() <= MAX_ABS and X.min() >= -MAX_ABS:     # False with a NaN: then the slow check
+        return None, []
+    with np.errstate(invalid="ignore"):
+        big = np.abs(X) > MAX_ABS
+    rows = np.flatnonzero(big.any(axis=1))
+    if rows.size == 0:
+        return None, []
+    refused = []
+    for i in rows.tolist():
+        j = int(np.argmax(np.where(big[i], np.abs(X[i]), -1.0)))
+        refused.append((int(ids[i]), f"value {X[i, j]:.3g} in feature {j} is too large for the "
+                        f"model's arithmetic (|x| > {MAX_ABS:.0e})"))
+    keep = np.ones(X.shape[0], dtype=bool)
+    keep[rows] = False
+    return keep, refused
 
 
 class ComponentReseededWarning(UserWarning):
@@ -65,6 +135,7 @@ class OnlineEM:
         self.reseeds: list[tuple[int, int]] = []   # (n_seen at the time, component)
         self._buf_X: list[np.ndarray] = []
         self._buf_w: list[np.ndarray] = []
+        self._buf_ids: list[np.ndarray] = []      # the ids the buffered rows were given
         self._scorer: Scorer | None = None
 
     # ------------------------------------------------------------------ state
@@ -92,31 +163,119 @@ class OnlineEM:
         self._scorer = None
 
     # ------------------------------------------------------------------ learning
-    def update(self, X: np.ndarray, sample_weight: np.ndarray | None = None) -> None:
+    def update(self, X: np.ndarray, sample_weight: np.ndarray | None = None, *,
+               ids: np.ndarray | None = None, on_refused: str = "raise") -> list[Refused]:
         """Learn a batch: buffer it while warming up, otherwise one stepwise EM update.
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features), finite
         sample_weight : ndarray of shape (n_samples,) or None
+        ids : ndarray of int64 of shape (n_samples,), optional
+            Names of the rows in the refusals (default: their indices in ``X``). Buffered warm-up
+            rows keep theirs, so a refusal at the end of the warm-up may name rows of earlier calls.
+        on_refused : {'raise', 'skip'}, default='raise'
+            'raise': if any record of ``X`` must be kept out, raise :class:`RefusedRecordsError`
+            naming them all, and leave the state unchanged (culprits of a failed warm-up fit that
+            are all rows of earlier calls are dropped from the buffer and returned instead: the
+            caller cannot take them back). 'skip': learn the rest and return the refusals.
+
+        Returns
+        -------
+        list of (id, reason)
+            The records kept out of the model (empty with ``on_refused='raise'``).
         """
         n = X.shape[0]
         if n == 0:
-            return
+            return []
+        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         w = np.ones(n) if sample_weight is None else sample_weight
+        keep, refused = screen_extreme(X, ids)
+        if refused:
+            if on_refused == "raise":
+                raise _refusal(refused)
+            X, w, ids = X[keep], w[keep], ids[keep]
+            sample_weight = None if sample_weight is None else w
+            if X.shape[0] == 0:
+                return refused
         if not self.initialised:
-            self._buf_X.append(np.array(X, dtype=np.float64, copy=True))
-            self._buf_w.append(np.array(w, dtype=np.float64, copy=True))
-            self.n_seen += n
-            self.weight_seen += float(w.sum())
-            if self.buffered >= self.warm_up and sum(len(b) for b in self._buf_X) >= self.n_components:
-                self._finish_warm_up()
-            return
-        self.step(X, sample_weight)
+            return refused + self._buffer(X, w, ids, on_refused)
+        try:
+            self.step(X, sample_weight)
+        except ValueError as err:
+            log_resp, log_p = self.scorer().log_resp(X)
+            refused += self._guarded_step(X, sample_weight, ids, log_resp, log_p, err, on_refused)
+        return refused
 
-    def _finish_warm_up(self) -> None:
-        Xb = np.concatenate(self._buf_X)
-        wb = np.concatenate(self._buf_w)
+    def _buffer(self, X: np.ndarray, w: np.ndarray, ids: np.ndarray, on_refused: str) -> list[Refused]:
+        """Buffer warm-up rows; fit the buffer when it is full (culprits of a failed fit removed)."""
+        self._buf_X.append(np.array(X, dtype=np.float64, copy=True))
+        self._buf_w.append(np.array(w, dtype=np.float64, copy=True))
+        self._buf_ids.append(np.array(ids, dtype=np.int64, copy=True))
+        self.n_seen += X.shape[0]
+        self.weight_seen += float(w.sum())
+        if not (self.buffered >= self.warm_up and sum(len(b) for b in self._buf_X) >= self.n_components):
+            return []
+        rng_state = self.rng.get_state()
+        try:
+            self._finish_warm_up()
+            return []
+        except ValueError as err:
+            first_error = err
+        Xb, wb = np.concatenate(self._buf_X), np.concatenate(self._buf_w)
+        idb = np.concatenate(self._buf_ids)
+        # least plausible first: the largest robust distance from the median in any feature
+        med = np.median(Xb, axis=0)
+        dev = np.abs(Xb - med)
+        mad = np.median(dev, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.max(dev / np.maximum(mad, np.finfo(float).tiny), axis=1)
+        order = np.argsort(-z, kind="stable")
+        ok = np.ones(len(Xb), dtype=bool)
+
+        def fits(k: int) -> bool:
+            mask = ok.copy()
+            mask[order[:k]] = False
+            self.rng.set_state(rng_state)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._fit_buffer(Xb[mask], wb[mask])
+                return True
+            except ValueError:
+                return False
+
+        k = _bisect(fits, 0, max(0, len(Xb) - self.n_components))
+        self.rng.set_state(rng_state)
+        if k is None:                                   # not caused by a few records
+            self._unbuffer_last()
+            raise first_error
+        bad = order[:k]
+        what = "non-finite" if "non-finite" in str(first_error) else "ill-defined covariances"
+        refused = [(int(idb[i]), f"learning this record would give the warm-up fit {what} (the "
+                    f"record lies {z[i]:.3g} median absolute deviations from the buffer's median)")
+                   for i in np.sort(bad).tolist()]
+        if on_refused == "raise" and np.isin(idb[bad], self._buf_ids[-1]).any():
+            self._unbuffer_last()
+            raise _refusal(refused)
+        keep = ok
+        keep[bad] = False
+        self._buf_X, self._buf_w, self._buf_ids = [Xb[keep]], [wb[keep]], [idb[keep]]
+        self.n_seen -= int(bad.size)
+        self.weight_seen -= float(wb[bad].sum())
+        # as in a stream without the culprits: the warm-up ends once enough rows are buffered
+        if self.buffered >= self.warm_up:
+            self._finish_warm_up()
+        return refused
+
+    def _unbuffer_last(self) -> None:
+        X, w = self._buf_X.pop(), self._buf_w.pop()
+        self._buf_ids.pop()
+        self.n_seen -= X.shape[0]
+        self.weight_seen -= float(w.sum())
+
+    def _fit_buffer(self, Xb: np.ndarray, wb: np.ndarray) -> tuple[SufficientStatistics, GaussianParams, float]:
+        """The warm-up fit of buffered rows: statistics, parameters (their M-step) and the clock."""
         uniform = bool(np.all(wb == 1.0))
         result = self.initialise(Xb, None if uniform else wb)
         stats = result.stats
@@ -128,15 +287,50 @@ class OnlineEM:
             stats.decay(n_eff / stats.total_weight)
         # parameters are always the M-step of the statistics, so a reload reproduces them exactly
         params = stats.to_params(self.reg_covar)
+        if not (stats.is_finite() and params.is_finite()):
+            raise ValueError("the warm-up fit produced non-finite parameters")
+        return stats, params, t
+
+    def _finish_warm_up(self) -> None:
+        stats, params, t = self._fit_buffer(np.concatenate(self._buf_X), np.concatenate(self._buf_w))
         self.set_state(stats, params, t)
         self._buf_X.clear()
         self._buf_w.clear()
+        self._buf_ids.clear()
         self.n_updates += 1
+
+    def _propose(self, X: np.ndarray, sample_weight: np.ndarray | None,
+                 batch: tuple[SufficientStatistics, float] | None, extra: tuple[int, float]):
+        """The new state of one stepwise update, not committed (raises ValueError if ill-defined)."""
+        assert self.stats is not None and self.params is not None
+        n = X.shape[0] + int(extra[0])
+        m = float(X.shape[0] if sample_weight is None else np.sum(sample_weight)) + float(extra[1])
+        if batch is None:
+            if extra[0]:
+                raise ValueError("extra records need their statistics in batch")
+            batch_stats, ll = self.scorer().expected_statistics(X, sample_weight)
+        else:
+            batch_stats, ll = batch
+        if m <= 0:
+            return None, None, [], n, m, ll
+        a, b = self.schedule.coefficients(self.t, m, self.stats.total_weight)
+        new = self.stats.scale(a)
+        new += batch_stats.scale(b)
+        params = new.to_params(self.reg_covar)
+        reseeded = self._reseed_collapsed(new, params, X)
+        if reseeded:
+            params = new.to_params(self.reg_covar)
+        if not (new.is_finite() and params.is_finite()):
+            raise ValueError("the update produced non-finite parameters; the state was left unchanged")
+        return new, params, reseeded, n, m, ll
 
     def step(self, X: np.ndarray, sample_weight: np.ndarray | None = None,
              batch: tuple[SufficientStatistics, float] | None = None,
              extra: tuple[int, float] = (0, 0.0)) -> float:
         """One stepwise EM update from a batch; returns the batch's summed log-likelihood.
+
+        Raises ValueError, with the state unchanged, if the update is ill-defined (see
+        :meth:`update` and :meth:`score_then_learn` for the guarded forms that find the culprits).
 
         Parameters
         ----------
@@ -149,27 +343,10 @@ class OnlineEM:
             Records and sample weight in ``batch`` beyond the rows of ``X`` (e.g. incomplete records
             learned through their conditional expectations); they count in the schedule's clock.
         """
-        assert self.stats is not None and self.params is not None
-        n = X.shape[0] + int(extra[0])
-        m = float(X.shape[0] if sample_weight is None else np.sum(sample_weight)) + float(extra[1])
-        if batch is None:
-            if extra[0]:
-                raise ValueError("extra records need their statistics in batch")
-            batch_stats, ll = self.scorer().expected_statistics(X, sample_weight)
-        else:
-            batch_stats, ll = batch
-        if m <= 0:
+        new, params, reseeded, n, m, ll = self._propose(X, sample_weight, batch, extra)
+        if new is None:
             self.n_seen += n
             return ll
-        a, b = self.schedule.coefficients(self.t, m, self.stats.total_weight)
-        new = self.stats.scale(a)
-        new += batch_stats.scale(b)
-        params = new.to_params(self.reg_covar)
-        reseeded = self._reseed_collapsed(new, params, X)
-        if reseeded:
-            params = new.to_params(self.reg_covar)
-        if not (new.is_finite() and params.is_finite()):
-            raise ValueError("the update produced non-finite parameters; the state was left unchanged")
         self.set_state(new, params, self.t + m)
         self.n_seen += n
         self.weight_seen += m
@@ -178,34 +355,125 @@ class OnlineEM:
             self.reseeds.append((self.n_seen, k))
         return ll
 
-    def score_then_learn(self, X: np.ndarray, learn: Callable[[np.ndarray], np.ndarray] | None = None
-                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    def _guarded_step(self, X: np.ndarray, sample_weight: np.ndarray | None, ids: np.ndarray,
+                      log_resp: np.ndarray, log_p: np.ndarray, error: ValueError,
+                      on_refused: str) -> list[Refused]:
+        """After a failed update of ``X``: find the culprits, then update with the rest (or raise).
+
+        The rows are ordered by log-density (least plausible first, stable); a bisection finds the
+        fewest first rows whose exclusion makes the update well-defined (excluding all of them is
+        always well-defined: the update is then a no-op). Deterministic, so a replay of the same
+        state and batch refuses the same rows.
+        """
+        order = np.argsort(log_p, kind="stable")
+        w = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+        ctype = self.covariance_type
+
+        def batch_of(mask: np.ndarray) -> tuple[SufficientStatistics, float]:
+            resp = np.exp(log_resp[mask])
+            stats = SufficientStatistics.from_resp(X[mask], resp, None if sample_weight is None
+                                                   else w[mask], covariance_type=ctype)
+            return stats, float(log_p[mask] @ w[mask])
+
+        def mask_of(k: int) -> np.ndarray:
+            mask = np.ones(X.shape[0], dtype=bool)
+            mask[order[:k]] = False
+            return mask
+
+        def works(k: int) -> bool:
+            mask = mask_of(k)
+            if not mask.any():
+                return True
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._propose(X[mask], None if sample_weight is None else w[mask], batch_of(mask),
+                                  (0, 0.0))
+                return True
+            except ValueError:
+                return False
+
+        k = _bisect(works, 0, X.shape[0])
+        assert k is not None
+        bad = np.sort(order[:k])
+        params = self.params
+        prep = params.prepared()
+        what = "non-finite" if "non-finite" in str(error) else "ill-defined"
+        refused = []
+        for i in bad.tolist():
+            c = int(np.argmax(log_resp[i]))
+            wlp = log_resp[i, c] + log_p[i]
+            q = 2.0 * (prep["const"][c] + prep["logw"][c] - wlp)
+            dist = float(np.sqrt(q)) if np.isfinite(q) and q >= 0 else float("inf")
+            refused.append((int(ids[i]), f"learning this record would make component {c}'s covariance "
+                            f"{what} (the record lies {dist:.3g} standard deviations from that "
+                            f"component's mean)"))
+        if on_refused == "raise":
+            raise _refusal(refused)
+        mask = mask_of(k)
+        if mask.any():
+            self.step(X[mask], None if sample_weight is None else w[mask], batch=batch_of(mask))
+        return refused
+
+    def score_then_learn(self, X: np.ndarray, learn: Callable[[np.ndarray], np.ndarray] | None = None,
+                         *, ids: np.ndarray | None = None, report_refused: bool = False):
         """Prequential step: score a batch under the current parameters, then learn it, one E-step.
+
+        Records that would make the update ill-defined, and values beyond :data:`MAX_ABS`, are kept
+        out of the model (see the module docstring); they are scored like any other record.
 
         Parameters
         ----------
         X : ndarray of shape (n_samples, n_features), finite
         learn : callable(log_p) -> bool ndarray of shape (n_samples,), optional
             Given the scores, which rows to learn (all when omitted); e.g. skip flagged anomalies.
+        ids : ndarray of int64 of shape (n_samples,), optional
+            Names of the rows in the refusals (default: their indices in ``X``). Rows buffered by the
+            warm-up keep their ids (also through :meth:`to_arrays`), so the refusals at the end of the
+            warm-up may name rows of earlier calls.
+        report_refused : bool, default=False
+            Return ``(out, refused)``; implied by ``ids``. Without either, a batch with a record to
+            keep out raises :class:`RefusedRecordsError` (a ValueError naming them) and the state is
+            unchanged.
 
         Returns
         -------
-        (log_resp, log_p) computed before learning, of shapes (n_samples, K) and (n_samples,);
-        ``None`` while warming up (the rows are buffered and learned at the end of the warm-up).
+        out : (log_resp, log_p) or None
+            Computed before learning, of shapes (n_samples, K) and (n_samples,); ``None`` while
+            warming up (the rows are buffered and learned at the end of the warm-up).
+        refused : list of (id, reason)
+            Only with ``ids`` or ``report_refused``: the records kept out of the model, in id order
+            per cause (too large first, then those found by the search).
         """
+        report = report_refused or ids is not None
+        mode = "skip" if report else "raise"
+        n = X.shape[0]
+        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        if ids.shape != (n,):
+            raise ValueError(f"ids must have shape ({n},), got {ids.shape}")
         if not self.initialised:
-            self.update(X)
-            return None
+            refused = self.update(X, ids=ids, on_refused=mode)
+            return (None, refused) if report else None
         log_resp, log_p = self.scorer().log_resp(X)
-        mask = np.ones(X.shape[0], dtype=bool) if learn is None else np.asarray(learn(log_p), dtype=bool)
+        mask = np.ones(n, dtype=bool) if learn is None else np.asarray(learn(log_p), dtype=bool)
+        keep, refused = screen_extreme(X, ids)
+        if refused:                      # only the rows that were to be learned are refused
+            refused = [r for r, i in zip(refused, np.flatnonzero(~keep).tolist()) if mask[i]]
+            mask &= keep
+            if refused and not report:
+                raise _refusal(refused)
         if mask.all():
-            Xl, resp_l, ll = X, np.exp(log_resp), float(log_p.sum())
+            Xl, lr, lp, il = X, log_resp, log_p, ids
         else:
-            Xl, resp_l, ll = X[mask], np.exp(log_resp[mask]), float(log_p[mask].sum())
+            Xl, lr, lp, il = X[mask], log_resp[mask], log_p[mask], ids[mask]
         if Xl.shape[0]:
-            stats = SufficientStatistics.from_resp(Xl, resp_l, covariance_type=self.covariance_type)
-            self.step(Xl, batch=(stats, ll))
-        return log_resp, log_p
+            stats = SufficientStatistics.from_resp(Xl, np.exp(lr), covariance_type=self.covariance_type)
+            try:
+                self.step(Xl, batch=(stats, float(lp.sum())))
+            except ValueError as err:
+                refused = refused + self._guarded_step(Xl, None, il, lr, lp, err, mode)
+        out = (log_resp, log_p)
+        return (out, refused) if report else out
 
     def _reseed_collapsed(self, stats: SufficientStatistics, params: GaussianParams,
                           X: np.ndarray) -> list[int]:
@@ -255,6 +523,7 @@ class OnlineEM:
         if self._buf_X:
             arrays["buffer.X"] = np.concatenate(self._buf_X)
             arrays["buffer.w"] = np.concatenate(self._buf_w)
+            arrays["buffer.ids"] = np.concatenate(self._buf_ids)
         return arrays, meta
 
     def load_arrays(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -265,16 +534,42 @@ class OnlineEM:
         self.n_updates = int(meta["n_updates"])
         self.reseeds = [tuple(r) for r in meta["reseeds"]]
         rng_state_from_json(self.rng, meta["rng"])
-        self._buf_X, self._buf_w = [], []
+        self._buf_X, self._buf_w, self._buf_ids = [], [], []
         if "buffer.X" in arrays:
             self._buf_X.append(np.array(arrays["buffer.X"], dtype=np.float64))
             self._buf_w.append(np.array(arrays["buffer.w"], dtype=np.float64))
+            # checkpoints written before the ids were kept: -1, "unknown"
+            ids = arrays.get("buffer.ids")
+            self._buf_ids.append(np.full(len(self._buf_X[0]), -1, dtype=np.int64) if ids is None
+                                 else np.array(ids, dtype=np.int64))
         if "stats" in meta:
             stats = SufficientStatistics.from_arrays(arrays, meta["stats"], "stats.")
             self.set_state(stats, stats.to_params(self.reg_covar), self.t)
         else:
             self.stats = self.params = None
             self._scorer = None
+
+
+def _bisect(ok: Callable[[int], bool], lo: int, hi: int) -> int | None:
+    """The smallest ``k`` in ``(lo, hi]`` with ``ok(k)``, by bisection (``ok(lo)`` is known to be
+    False); None when ``ok(hi)`` is False too."""
+    if hi <= lo or not ok(hi):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def _refusal(refused: list[Refused]) -> RefusedRecordsError:
+    shown = "; ".join(f"record {i}: {why}" for i, why in refused[:5])
+    more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+    return RefusedRecordsError(
+        f"{len(refused)} record(s) would make the update ill-defined and were not learned (the state "
+        f"is unchanged): {shown}{more}", refused)
 
 
 def rng_state_to_json(rng: np.random.RandomState) -> list:

@@ -17,7 +17,7 @@ from online_gmm._batch import BatchInit, fit_em
 from online_gmm._em import GaussianParams
 from online_gmm._gaussian import KERNELS
 from online_gmm._init import INIT_METHODS, check_inits
-from online_gmm._online import OnlineEM
+from online_gmm._online import OnlineEM, RefusedRecordsError, screen_extreme
 from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
 
@@ -277,6 +277,9 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {n}")
         w = self._validate_weight(sample_weight, n)
+        _, refused = screen_extreme(X, np.arange(n, dtype=np.int64))
+        if refused:
+            raise ValueError(_rows_message("fit", refused, 0))
         weights_init, means_init, precisions_init = self._inits(d)
         rng = check_random_state(self.random_state)
 
@@ -325,6 +328,13 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
     def partial_fit(self, X, y=None, sample_weight=None) -> "OnlineGaussianMixture":
         """One stepwise EM update from a batch (the first ``warm_up`` samples are buffered first).
 
+        A batch with a row that cannot be learned (a value beyond 1e150 in magnitude, or a row that
+        would make the update or the warm-up fit ill-defined) raises a ValueError naming the rows
+        and why, and the model is left unchanged: drop those rows and call again. When the culprits
+        of a failed warm-up fit are only rows of earlier calls, they are dropped from the warm-up
+        buffer with a UserWarning naming them (by record number, counting the records learned from
+        the first call on), and the warm-up completes without them.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -341,13 +351,22 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
             self._validate_params()
         X = self._validate_X(X, reset=first)
         w = self._validate_weight(sample_weight, X.shape[0])
+        online = self._online if not first else self._new_online(
+            X.shape[1], check_random_state(self.random_state))
+        base = online.n_seen
+        try:
+            dropped = online.update(X, w, ids=base + np.arange(X.shape[0], dtype=np.int64))
+        except RefusedRecordsError as err:
+            raise ValueError(_rows_message("partial_fit", err.refused, base)) from None
+        if dropped:
+            warnings.warn(_rows_message("partial_fit", dropped, base, dropped=True), UserWarning,
+                          stacklevel=2)
         if first:
-            self._online = self._new_online(X.shape[1], check_random_state(self.random_state))
+            self._online = online
             self.converged_ = False
             self.n_iter_ = 0
             self.lower_bound_ = -np.inf
             self.lower_bounds_ = []
-        self._online.update(X, w)
         if self._online.initialised:
             self._publish(self._online.params)
         return self
@@ -405,7 +424,11 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
 
     # ================================================================== inference
     def score_samples(self, X) -> np.ndarray:
-        """Log-likelihood of each sample, shape (n_samples,)."""
+        """Log-likelihood of each sample, shape (n_samples,).
+
+        Decreases with the distance from the components up to the largest finite floats: -inf where
+        the squared Mahalanobis distance overflows, never NaN.
+        """
         self._check_fitted()
         X = self._validate_X(X, reset=False)
         return self._scorer().score_samples(X)
@@ -415,17 +438,22 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         return float(self.score_samples(X).mean())
 
     def predict_proba(self, X) -> np.ndarray:
-        """Posterior probability of each component, shape (n_samples, n_components)."""
+        """Posterior probability of each component, shape (n_samples, n_components).
+
+        A row so far from every component that its density is zero under all of them
+        (``score_samples`` gives -inf) belongs to the component nearest it in Mahalanobis distance
+        (evaluated on the row scaled down by a power of two; equal distances share equally).
+        """
         self._check_fitted()
         X = self._validate_X(X, reset=False)
         log_resp, _ = self._scorer().log_resp(X)
         return np.exp(log_resp)
 
     def predict(self, X) -> np.ndarray:
-        """Most probable component of each sample, shape (n_samples,)."""
+        """Most probable component of each sample, shape (n_samples,) (``predict_proba``'s argmax)."""
         self._check_fitted()
         X = self._validate_X(X, reset=False)
-        return self._scorer().weighted_log_prob(X).argmax(axis=1)
+        return self._scorer().predict(X)
 
     def _estimate_weighted_log_prob(self, X) -> np.ndarray:
         return self._scorer().weighted_log_prob(X)
@@ -512,3 +540,22 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         model._validate_params()
         total = stats.total_weight
         return model._from_state(stats.copy(), t=total, n_seen=int(round(total)), weight_seen=total)
+
+
+def _rows_message(method: str, refused: list, base: int, *, dropped: bool = False) -> str:
+    """A message naming the rows of ``X`` (ids ``base + row``) and earlier records that were refused."""
+    rows = sorted(i - base for i, _ in refused if i >= base)
+    earlier = sorted(i for i, _ in refused if i < base)
+    parts = []
+    if rows:
+        parts.append(f"rows {rows} of X")
+    if earlier:
+        parts.append(f"records {earlier} of earlier calls (counting from the first record learned)")
+    why = "; ".join(f"{'row ' + str(i - base) if i >= base else 'record ' + str(i)}: {r}"
+                    for i, r in refused[:5])
+    more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+    if dropped:
+        return (f"{method}: {' and '.join(parts)} were dropped from the warm-up buffer: they would "
+                f"make the warm-up fit ill-defined ({why}{more})")
+    return (f"{method}: {' and '.join(parts)} cannot be learned, and the model was left unchanged "
+            f"({why}{more}). Remove them and call {method} again.")
