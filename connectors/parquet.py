@@ -305,6 +305,15 @@ _PART_RE = re.compile(r"^part-(\d{8})\.parquet$")
 _TEMP_RE = re.compile(r"^\.part-\d{8}\.parquet\.tmp$")
 
 
+def _sync_dir(path: str) -> None:
+    """fsync a directory, so that the names created, renamed or removed in it are durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _castable(src: Any, dst: Any) -> bool:
     """Whether values of Arrow type ``src`` may be cast into a column of type ``dst`` without loss of meaning.
 
@@ -472,7 +481,9 @@ class ParquetSink(Sink):
         self.compression = compression
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise ConnectorError(f"ParquetSink path {self.path!r} exists and is not a directory")
-        os.makedirs(self.path, exist_ok=True)
+        if not os.path.isdir(self.path):
+            os.makedirs(self.path)
+            _sync_dir(os.path.dirname(os.path.abspath(self.path)))  # the new directory's entry
         self._closed = False
         self._buffer: list[Any] = []
         self._pending = 0
@@ -496,11 +507,7 @@ class ParquetSink(Sink):
                 os.remove(os.path.join(self.path, name))
 
     def _sync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _sync_dir(self.path)
 
     def _schema_of(self, index: int) -> Any:
         import pyarrow.parquet as pq

@@ -222,7 +222,8 @@ def test_flush_fsyncs_part_and_directory(tmp_path, monkeypatch):
     sink = ParquetSink(tmp_path / "o")
     sink.write_columns({"a": np.arange(3.0)})
     sink.flush()
-    assert synced == [str(tmp_path / "o" / ".part-00000001.parquet.tmp"), str(tmp_path / "o")]
+    # the new directory's entry in its parent, then the part's bytes, then its name
+    assert synced == [str(tmp_path), str(tmp_path / "o" / ".part-00000001.parquet.tmp"), str(tmp_path / "o")]
 
 
 def test_restore_discards_later_parts_temp_file_and_buffer(tmp_path):
