@@ -1,77 +1,197 @@
-"""KafkaSource decode throughput against a bare kafka-python consumer doing ``json.loads``.
+"""Kafka throughput of both clients, side by side: produce, bare consume, consume + decode, the project's source.
 
-Starts its own :class:`connectors.broker.LocalBroker` (Tansu on 127.0.0.1, memory storage), produces
-``--n`` small JSON events with 16 numeric fields, then alternates timed runs of
+Starts its own :class:`connectors.broker.LocalBroker` (Tansu on 127.0.0.1, memory storage), and on one
+partition measures, for kafka-python and confluent-kafka (librdkafka), on ``--n`` small JSON messages
+with 8 float fields:
 
-* **bare**: ``KafkaConsumer.poll(max_records=...)`` + ``json.loads`` of every value (nothing more);
-* **KafkaSource**: ``KafkaSource.read(...)`` through the real :class:`~connectors.decoders.JSONDecoder`,
-  ending with a float64 array plus per-record meta and positions.
+* **produce**: the bare client (a send/produce loop over pre-encoded values, then flush), and the
+  project's :class:`~connectors.kafka.KafkaSink` (``write_columns`` of the 8 float columns: msgspec
+  encoding included);
+* **consume**: the bare client, no decoding (``poll(max_records=10000)`` / ``consume(10000)``);
+* **consume + decode**: :func:`bare_consume_decode`, the bare client plus msgspec's typed decoding of
+  every value into an (n, 8) float64 matrix (the anchor of ``bench_pipeline.py``);
+* **KafkaSource**: the project's source with :class:`~connectors.decoders.JSONDecoder`, batches of
+  ``--batch`` (a float matrix, columns and positions).
 
-Both read every partition without a consumer group, from offset 0, with the same client settings.
-BLAS is pinned to one thread.  The broker is stopped by its PID at the end.
+Medians of ``--repeats`` runs; BLAS pinned to one thread; the broker is stopped by its PID at the end.
 
 Run::
 
-    python benchmarks/bench_kafka.py [--n 100000] [--repeats 5] [--batch 1000]
+    python benchmarks/bench_kafka.py [--n 200000] [--repeats 3] [--batch 1000]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
+import uuid
+from pathlib import Path
+from typing import Callable
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from connectors.broker import LocalBroker  # noqa: E402
 from connectors.decoders import JSONDecoder  # noqa: E402
-from connectors.kafka import KafkaSource  # noqa: E402
+from connectors.kafka import KafkaSink, KafkaSource  # noqa: E402
 
-FIELDS = [f"f{i}" for i in range(16)]
-CLIENT = {"fetch_max_bytes": 52428800, "max_partition_fetch_bytes": 4 * 1048576}
+FIELDS = [f"f{i}" for i in range(8)]
+CLIENTS = ("kafka-python", "confluent")
+CHUNK = 10_000  # messages per poll/consume call of the bare loops
+#: kafka-python settings of every kafka-python consumer here (large fetches)
+KP_CONSUMER = {"fetch_max_bytes": 52428800, "max_partition_fetch_bytes": 4 * 1048576}
+#: confluent-kafka settings of the bare consumers (the KafkaSource sets the same ones by default)
+CK_CONSUMER = {"auto.offset.reset": "earliest", "enable.auto.commit": False, "enable.partition.eof": False,
+               "fetch.queue.backoff.ms": 10}
+
+Row = msgspec.defstruct("Row", [(f, float) for f in FIELDS])
+_row_decoder = msgspec.json.Decoder(list[Row])
 
 
-def produce(bootstrap: str, topic: str, n: int, partitions: int, seed: int = 0) -> float:
-    rng = np.random.default_rng(seed)
-    values = np.round(rng.normal(size=(n, len(FIELDS))), 6)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+def decode_matrix(values: list[bytes]) -> np.ndarray:
+    """msgspec's typed decoding of JSON objects with the 8 float fields into an (n, 8) float64 matrix."""
+    rows = _row_decoder.decode(b"[" + b",".join(values) + b"]")
+    return np.array(list(map(msgspec.structs.astuple, rows)), dtype=np.float64).reshape(len(values), len(FIELDS))
+
+
+def make_values(n: int, seed: int = 0) -> tuple[np.ndarray, list[bytes]]:
+    """n JSON objects ``{"f0": ..., ..., "f7": ...}`` (6 decimals) and the float matrix they encode."""
+    X = np.round(np.random.default_rng(seed).normal(size=(n, len(FIELDS))), 6)
+    encode = msgspec.json.Encoder().encode
+    return X, [encode(dict(zip(FIELDS, row))) for row in X.tolist()]
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        admin.close()
+
+
+# ---------------------------------------------------------------------- produce
+def bare_produce(client: str, bootstrap: str, topic: str, values: list[bytes]) -> float:
+    """Messages per second of a bare produce loop plus flush (idempotent producer, acks=all)."""
+    if client == "kafka-python":
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024,
+                                 enable_idempotence=True, acks="all")
+        t0 = time.perf_counter()
+        send = producer.send
+        for v in values:
+            send(topic, v)
+        producer.flush(timeout=300)
+        rate = len(values) / (time.perf_counter() - t0)
+        producer.close()
+        return rate
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True,
+                         "acks": "all", "delivery.report.only.error": True})
     t0 = time.perf_counter()
-    for i in range(n):
-        raw = json.dumps(dict(zip(FIELDS, values[i].tolist()))).encode()
-        producer.send(topic, raw, partition=i % partitions)
-    producer.flush(timeout=120)
-    producer.close()
-    return n / (time.perf_counter() - t0)
+    produce, poll = producer.produce, producer.poll
+    for v in values:
+        while True:
+            try:
+                produce(topic, v)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                poll(0.05)
+    assert producer.flush(300) == 0
+    return len(values) / (time.perf_counter() - t0)
 
 
-def run_bare(bootstrap: str, topic: str, n: int, partitions: int, batch: int) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", **CLIENT)
-    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-    got, checksum = 0, 0.0
-    t0 = time.perf_counter()
-    while got < n:
-        for msgs in consumer.poll(timeout_ms=1000, max_records=batch).values():
-            for m in msgs:
-                checksum += json.loads(m.value)["f0"]
-            got += len(msgs)
-    elapsed = time.perf_counter() - t0
-    consumer.close()
+def sink_produce(client: str, bootstrap: str, topic: str, X: np.ndarray) -> float:
+    """Records per second of ``KafkaSink.write_columns`` (8 float columns, msgspec-encoded) plus flush."""
+    columns = {f: X[:, j] for j, f in enumerate(FIELDS)}
+    with KafkaSink(topic, bootstrap, client=client) as sink:
+        t0 = time.perf_counter()
+        for start in range(0, len(X), 1000):
+            sink.write_columns({k: v[start:start + 1000] for k, v in columns.items()})
+        sink.flush(timeout=300)
+        rate = len(X) / (time.perf_counter() - t0)
+        assert sink.position() == {"delivered": len(X)}
+    return rate
+
+
+# ---------------------------------------------------------------------- consume
+def _bare_loop(client: str, bootstrap: str, topic: str, n: int,
+               on_values: Callable[[list[bytes]], object] | None) -> float:
+    """Records per second of reading n messages from offset 0 of every partition, without a group."""
+    if client == "kafka-python":
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", **KP_CONSUMER)
+        consumer.assign([TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))])
+        got = 0
+        t0 = time.perf_counter()
+        while got < n:
+            for msgs in consumer.poll(timeout_ms=1000, max_records=CHUNK).values():
+                values = [m.value for m in msgs]
+                if on_values is not None:
+                    on_values(values)
+                got += len(values)
+        elapsed = time.perf_counter() - t0
+        consumer.close()
+    else:
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}", **CK_CONSUMER})
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        got = 0
+        value = __import__("confluent_kafka").Message.value
+        t0 = time.perf_counter()
+        while got < n:
+            msgs = consumer.consume(CHUNK, 1.0)
+            for m in msgs:  # errors are rare; librdkafka needs them checked
+                if m.error() is not None:
+                    raise RuntimeError(m.error())
+            values = list(map(value, msgs))
+            if on_values is not None and values:
+                on_values(values)
+            got += len(values)
+        elapsed = time.perf_counter() - t0
+        consumer.close()
     assert got == n, (got, n)
-    return elapsed
+    return n / elapsed
 
 
-def run_source(bootstrap: str, topic: str, n: int, batch: int) -> float:
-    src = KafkaSource(topic, bootstrap, None, JSONDecoder(FIELDS), **CLIENT)
-    got, rows = 0, 0
+def bare_consume(client: str, bootstrap: str, topic: str, n: int) -> float:
+    """Messages per second of the bare client reading n messages (no decoding)."""
+    return _bare_loop(client, bootstrap, topic, n, None)
+
+
+def bare_consume_decode(client: str, bootstrap: str, topic: str, n: int) -> float:
+    """Records per second of the bare client reading n messages and decoding them into a float matrix.
+
+    Decoding: msgspec's typed decoder over each poll's values, to an (n, 8) float64 matrix (fields
+    ``f0``..``f7``, as :func:`make_values` writes them).  This is the anchor the pipeline benchmark
+    compares ``online-gmm run`` from Kafka with.
+    """
+    rows = [0]
+
+    def decode(values: list[bytes]) -> None:
+        rows[0] += decode_matrix(values).shape[0]
+
+    rate = _bare_loop(client, bootstrap, topic, n, decode)
+    assert rows[0] == n
+    return rate
+
+
+def source_consume(client: str, bootstrap: str, topic: str, n: int, batch: int) -> float:
+    """Records per second of the project's KafkaSource + JSONDecoder (no group), batches of ``batch``."""
+    settings = KP_CONSUMER if client == "kafka-python" else {}
+    src = KafkaSource(topic, bootstrap, None, JSONDecoder(FIELDS), client=client, **settings)
+    got = rows = 0
     t0 = time.perf_counter()
     while got < n:
         b = src.read(batch, timeout=1.0)
@@ -80,36 +200,48 @@ def run_source(bootstrap: str, topic: str, n: int, batch: int) -> float:
     elapsed = time.perf_counter() - t0
     src.close()
     assert got == n and rows == n, (got, rows, n)
-    return elapsed
+    return n / elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1000, help="records per KafkaSource.read")
+    parser.add_argument("--clients", nargs="+", default=list(CLIENTS), choices=CLIENTS)
     args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
 
+    from connectors.kafka._kafka_python import crc_is_native
+
+    X, values = make_values(args.n)
+    np.testing.assert_array_equal(decode_matrix(values[:100]), X[:100])
+    rows = ["produce, bare client", "produce, KafkaSink.write_columns", "consume, bare client",
+            "consume + decode (msgspec), bare", f"KafkaSource + JSONDecoder (batch {args.batch})"]
+    results: dict[tuple[str, str], list[float]] = {}
     with threadpool_limits(1), LocalBroker() as broker:
-        bs, topic = broker.bootstrap_servers, "bench"
-        admin = KafkaAdminClient(bootstrap_servers=bs)
-        admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])
-        admin.close()
-        rate = produce(bs, topic, args.n, args.partitions)
-        print(f"broker {broker!r}; produced {args.n} events ({len(FIELDS)} fields) at {rate:,.0f} msg/s")
-        bare, ours = [], []
-        run_bare(bs, topic, args.n, args.partitions, args.batch)  # warm-up (imports, connections)
-        for _ in range(args.repeats):
-            bare.append(run_bare(bs, topic, args.n, args.partitions, args.batch))
-            ours.append(run_source(bs, topic, args.n, args.batch))
-    tb, to = statistics.median(bare), statistics.median(ours)
-    print(f"\n{'consumer':<44}{'median s':>10}{'records/s':>12}")
-    print(f"{'bare kafka-python poll + json.loads':<44}{tb:>10.3f}{args.n / tb:>12,.0f}")
-    print(f"{'KafkaSource + JSONDecoder -> float64 array':<44}{to:>10.3f}{args.n / to:>12,.0f}")
-    ratio = tb / to
-    print(f"\nratio KafkaSource / bare = {ratio:.2f}x (target >= 0.8x); "
-          f"runs bare={[round(t, 3) for t in bare]} source={[round(t, 3) for t in ours]}")
+        bs = broker.bootstrap_servers
+        print(f"broker {broker!r}; {args.n} messages x {len(FIELDS)} float fields "
+              f"({sum(map(len, values)) / args.n:.0f} bytes each), 1 partition; "
+              f"kafka-python CRC32C in C: {crc_is_native()}")
+        for rep in range(args.repeats):
+            for client in args.clients:
+                topic = f"bench-{client}-{rep}"
+                create_topic(bs, topic)
+                out = [bare_produce(client, bs, topic, values)]
+                sink_topic = f"sink-{client}-{rep}"
+                create_topic(bs, sink_topic)
+                out.append(sink_produce(client, bs, sink_topic, X))
+                out.append(bare_consume(client, bs, topic, args.n))
+                out.append(bare_consume_decode(client, bs, topic, args.n))
+                out.append(source_consume(client, bs, topic, args.n, args.batch))
+                for row, rate in zip(rows, out):
+                    results.setdefault((row, client), []).append(rate)
+                print(f"  run {rep + 1} {client}: " + ", ".join(f"{r:,.0f}" for r in out), flush=True)
+    print(f"\n{'records (messages) per second, median of ' + str(args.repeats):<46}"
+          + "".join(f"{c:>16}" for c in args.clients))
+    for row in rows:
+        print(f"{row:<46}" + "".join(f"{statistics.median(results[(row, c)]):>16,.0f}" for c in args.clients))
     return 0
 
 

@@ -65,9 +65,10 @@ _SOURCE_KEYS = {
     "missing": "reject", "follow": False, "name": None, "timeout": 1.0, "carry": None,
     # kafka
     "topics": None, "bootstrap_servers": None, "group_id": None, "max_idle_s": None, "settings": {},
+    "client": None,  # "confluent" | "kafka-python"; None: confluent-kafka when installed
 }
 _SINK_KEYS = {"type": None, "path": None, "fields": None, "topic": None, "bootstrap_servers": None,
-              "key": None, "settings": {},
+              "key": None, "settings": {}, "client": None,
               "row_group_size": 65536}  # parquet: rows per row group
 
 DEFAULTS: dict[str, Any] = {
@@ -352,7 +353,7 @@ def build_source(cfg: Mapping[str, Any]):
     from connectors.kafka import KafkaSource
     return KafkaSource(cfg["topics"], cfg["bootstrap_servers"], cfg["group_id"],
                        JSONDecoder(cfg["fields"], missing=cfg["missing"]), name=cfg["name"],
-                       max_idle_s=cfg["max_idle_s"], **dict(cfg["settings"]))
+                       max_idle_s=cfg["max_idle_s"], client=cfg["client"], **dict(cfg["settings"]))
 
 
 def build_sink(cfg: Mapping[str, Any]):
@@ -374,4 +375,5 @@ def build_sink(cfg: Mapping[str, Any]):
     from connectors.kafka import KafkaSink
     if not cfg["topic"] or not cfg["bootstrap_servers"]:
         raise ConfigError("a kafka sink needs 'topic' and 'bootstrap_servers'")
-    return KafkaSink(cfg["topic"], cfg["bootstrap_servers"], key=cfg["key"], **dict(cfg["settings"]))
+    return KafkaSink(cfg["topic"], cfg["bootstrap_servers"], key=cfg["key"], client=cfg["client"],
+                     **dict(cfg["settings"]))

@@ -11,11 +11,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.base import Batch, ConnectorError, PositionError
+from connectors.base import Batch, ConnectorError, DictColumn, PositionError
 from connectors.broker import LocalBroker
 from connectors.deadletter import DeadLetterSink
 from connectors.decoders import JSONDecoder
-from connectors.kafka import KafkaConfigError, KafkaSink, KafkaSource, _check_settings
+from connectors.kafka import (
+    DEFAULT_CLIENT,
+    KafkaConfigError,
+    KafkaSink,
+    KafkaSource,
+    _check_settings,
+    resolve_client,
+)
 from tests.conftest import KAFKA_GROUP_SETTINGS
 
 kafka = pytest.importorskip("kafka")
@@ -30,8 +37,8 @@ CLIENTS = ["kafka-python", "confluent"]
 @pytest.fixture(params=CLIENTS)
 def client(request) -> str:
     """The Kafka client under test (confluent-kafka must be installed: the test extra has it)."""
-    if request.param == "confluent":
-        pytest.importorskip("confluent_kafka") if os.environ.get("CI") != "true" else None
+    if request.param == "confluent" and os.environ.get("CI") != "true":
+        pytest.importorskip("confluent_kafka")  # under CI a missing client fails the tests instead
     return request.param
 
 FIELDS = ["a", "b.c"]
@@ -492,3 +499,134 @@ def test_unknown_and_forbidden_settings_rejected(kafka_broker, kafka_topic, clie
                      **KAFKA_GROUP_SETTINGS) as src:
         assert src.client_name == client and isinstance(src, KafkaSource)
         assert src.read(10, timeout=0.2).status == "idle"
+
+
+# ---------------------------------------------------------------------- columns, clients
+class _CarryingDecoder:
+    """JSONDecoder plus ``decode_columns`` carrying the id field (a fake in addition to the real one)."""
+
+    def __init__(self) -> None:
+        self.inner, self.calls = JSONDecoder(FIELDS), []
+        self.n_features, self.feature_names = 2, FIELDS
+
+    def decode_many(self, raws):  # pragma: no cover - the source must prefer decode_columns
+        raise AssertionError("decode_columns should have been used")
+
+    def decode_columns(self, raws):
+        self.calls.append(len(raws))
+        X, good, bad = self.inner.decode_many(raws)
+        ids = np.array([json.loads(raws[i])["id"] for i in good], dtype=np.int64)
+        return X, good, bad, {"id": ids}
+
+
+def test_batches_are_columns_from_one_decode_per_poll(kafka_broker, kafka_topic, client):
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(2)
+    raws, bad = make_events(300)
+    produce(bs, topic, raws, partitions=2, keys=[f"k{i}".encode() for i in range(300)])
+    decoder = _CarryingDecoder()
+    src = KafkaSource(topic, bs, None, decoder, client=client)
+    try:
+        batches = drain(src, 300, max_records=128)
+    finally:
+        src.close()
+    assert len(decoder.calls) == len(batches) and sum(decoder.calls) == 300  # one decode per poll
+    for b in batches:
+        cols = b.columns
+        assert list(cols) == ["source", "topic", "partition", "offset", "key", "id"]
+        assert cols["partition"].dtype == np.int64 and cols["offset"].dtype == np.int64
+        assert cols["key"].dtype == object and cols["source"].dtype == object
+        assert all(len(c) == b.X.shape[0] for c in cols.values())
+        ids = cols["id"]
+        np.testing.assert_array_equal(b.X[:, 0], ids)  # rows and columns stay aligned
+        np.testing.assert_array_equal(cols["partition"], ids % 2)
+        np.testing.assert_array_equal(cols["offset"], ids // 2)
+        assert cols["key"].tolist() == [f"k{i}" for i in ids.tolist()]
+        assert set(cols["topic"].tolist()) <= {topic} and set(cols["source"].tolist()) == {f"kafka:{topic}"}
+        for r in b.rejects:
+            assert r.meta == {"source": f"kafka:{topic}", "topic": topic, "partition": r.meta["partition"],
+                              "offset": r.meta["offset"], "key": f"k{r.meta['offset'] * 2 + r.meta['partition']}"}
+    seen = sorted(i for b in batches for i in b.columns["id"].tolist())
+    assert seen == sorted(set(range(300)) - set(bad))
+
+
+def test_sink_write_columns_round_trip(kafka_broker, kafka_topic, client):
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(3)
+    n = 50
+    users = np.empty(n, dtype=object)
+    users[:] = [f"u{i % 4}" for i in range(n)]
+    columns = {
+        "user": users,
+        "score": np.where(np.arange(n) % 10 == 0, np.nan, np.arange(n) / 4),
+        "offset": np.arange(n, dtype=np.int64),
+        "x": np.arange(2 * n, dtype=np.float64).reshape(n, 2),
+        "resp": DictColumn(np.full((n, 2), 0.5), ["c0", "c1"]),
+    }
+    with KafkaSink(topic, bs, key="user", client=client) as sink:
+        sink.write_columns(columns)
+        sink.flush()
+        assert sink.position() == {"delivered": n}
+    msgs = read_topic(bs, topic, n)
+    assert len(msgs) == n
+    by_key: dict[str, set[int]] = {}
+    for m in msgs:
+        rec = json.loads(m.value)  # strict JSON: NaN became null
+        i = rec["offset"]
+        assert list(rec) == ["user", "score", "offset", "x", "resp"]
+        assert rec == {"user": f"u{i % 4}", "score": None if i % 10 == 0 else i / 4, "offset": i,
+                       "x": [2.0 * i, 2.0 * i + 1], "resp": {"c0": 0.5, "c1": 0.5}}
+        assert m.key == rec["user"].encode()
+        by_key.setdefault(rec["user"], set()).add(m.partition)
+    assert all(len(p) == 1 for p in by_key.values())
+
+
+def test_both_clients_put_a_key_on_the_same_partition(kafka_broker, kafka_topic):
+    bs = kafka_broker.bootstrap_servers
+    keys = np.empty(40, dtype=object)
+    keys[:] = [f"user-{i}" for i in range(40)]
+    placed = {}
+    for client in CLIENTS:
+        topic = kafka_topic(3)
+        with KafkaSink(topic, bs, key="k", client=client) as sink:
+            sink.write_columns({"k": keys})
+        placed[client] = {m.key: m.partition for m in read_topic(bs, topic, 40)}
+    assert len(placed["confluent"]) == 40 and len(set(placed["confluent"].values())) == 3
+    assert placed["confluent"] == placed["kafka-python"]
+
+
+def test_default_client_and_fallback_without_confluent(monkeypatch):
+    import sys
+
+    from connectors.kafka import _common
+
+    assert resolve_client(None) == "confluent" == DEFAULT_CLIENT
+    assert resolve_client("kafka-python") == "kafka-python"
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if not installed
+    monkeypatch.setattr(_common, "_warned_fallback", False)
+    with pytest.warns(RuntimeWarning, match=r"confluent-kafka is not installed.*kafka-python.*kafka-fast"):
+        assert resolve_client(None) == "kafka-python"
+    with pytest.raises(KafkaConfigError, match=r"client='confluent' needs confluent-kafka.*kafka-fast"):
+        resolve_client("confluent")
+
+
+def test_kafka_python_checks_crc_in_c():
+    from connectors.kafka._kafka_python import crc_is_native
+
+    assert crc_is_native(), "the crc32c package (kafka-fast and test extras) is not picked up by kafka-python"
+
+
+def test_config_selects_the_client(kafka_broker, kafka_topic, client):
+    from online_gmm.config import build_sink, build_source, parse_config
+
+    bs, topic = kafka_broker.bootstrap_servers, kafka_topic(1)
+    cfg = parse_config({"source": {"type": "kafka", "topics": topic, "bootstrap_servers": bs, "group_id": "g",
+                                   "fields": FIELDS, "client": client, "settings": KAFKA_GROUP_SETTINGS},
+                        "sinks": {"scores": {"type": "kafka", "topic": topic, "bootstrap_servers": bs,
+                                             "client": client}}})
+    src, sink = build_source(cfg["source"]), build_sink(cfg["sinks"]["scores"])
+    try:
+        assert (src.client_name, sink.client_name) == (client, client)
+    finally:
+        src.close()
+        sink.close()

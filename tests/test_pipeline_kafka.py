@@ -27,7 +27,7 @@ def _produce(servers, topic, lines):
     producer.close()
 
 
-def _config(tmp: Path, servers: str, topic: str, group: str) -> Path:
+def _config(tmp: Path, servers: str, topic: str, group: str, client: str) -> Path:
     cfg = tmp / "cfg.toml"
     cfg.write_text(f"""
 [source]
@@ -38,6 +38,7 @@ group_id = "{group}"
 fields = {json.dumps(DEMO_FIELDS)}
 name = "events"
 max_idle_s = 4.0
+client = "{client}"
 settings = {{ session_timeout_ms = 2000, heartbeat_interval_ms = 400 }}
 
 [model]
@@ -88,8 +89,9 @@ def _state(tmp):
     return parts["model"][0], meta
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 @pytest.mark.parametrize("partitions", [1, 3])
-def test_sigkill_over_kafka_counts_every_record_once(kafka_broker, kafka_topic, tmp_path, partitions):
+def test_sigkill_over_kafka_counts_every_record_once(kafka_broker, kafka_topic, tmp_path, partitions, client):
     lines, truth = generate_events(N, seed=21)
     n_bad = int(truth["bad"].sum())
     servers = kafka_broker.bootstrap_servers
@@ -97,8 +99,8 @@ def test_sigkill_over_kafka_counts_every_record_once(kafka_broker, kafka_topic, 
     _produce(servers, topic, lines)
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref_dir.mkdir(), run_dir.mkdir()
-    _run(_config(ref_dir, servers, topic, f"ref-{topic}"))
-    cfg = _config(run_dir, servers, topic, f"run-{topic}")
+    _run(_config(ref_dir, servers, topic, f"ref-{topic}", client))
+    cfg = _config(run_dir, servers, topic, f"run-{topic}", client)
     rng = np.random.default_rng(7 + partitions)
     kills = sum(_run(cfg, kill_after=d, ck_dir=run_dir / "ck") for d in rng.uniform(0.0, 0.3, size=3))
     _run(cfg)

@@ -21,9 +21,10 @@ A dead-letter topic is the shared dead-letter wrapper around a :class:`KafkaSink
 Kafka dead-letter format.
 """
 
-from connectors.kafka._common import (CLIENTS, DEFAULT_CLIENT, ColumnEncoder, KafkaConfigError, KafkaSink,
-                                      KafkaSource, _format_position, _parse_position, check_settings,
-                                      json_encoder, resolve_client)
+from connectors.kafka._common import (CLIENTS, DEFAULT_CLIENT, KafkaConfigError, KafkaSource,  # noqa: F401
+                                      _format_position, _parse_position, check_settings, resolve_client)
+from connectors.kafka._encode import ColumnEncoder, json_encoder
+from connectors.kafka._sink import KafkaSink
 
 _check_settings = check_settings  # the name the tests and older callers use
 

@@ -19,12 +19,20 @@ from typing import Any
 import numpy as np
 
 from connectors.base import ConnectorError
-from connectors.kafka._common import (TP, KafkaConfigError, KafkaSink, KafkaSource, Polled,
-                                      _format_position, partition_groups)
+from connectors.kafka._common import (TP, KafkaConfigError, KafkaSource, Polled, _format_position,
+                                      partition_groups)
+from connectors.kafka._sink import KafkaSink
 
 try:
-    from confluent_kafka import (OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message,
-                                 Producer, TopicPartition)
+    from confluent_kafka import (
+        OFFSET_INVALID,
+        Consumer,
+        KafkaError,
+        KafkaException,
+        Message,
+        Producer,
+        TopicPartition,
+    )
 except ImportError as _exc:  # pragma: no cover - exercised only without confluent-kafka
     raise ImportError("client='confluent' needs confluent-kafka: pip install 'online-gmm[kafka-fast]'") from _exc
 

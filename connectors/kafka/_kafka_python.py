@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from connectors.base import ConnectorError
-from connectors.kafka._common import (TP, KafkaConfigError, KafkaSink, KafkaSource, Polled,
-                                      _format_position, check_settings)
+from connectors.kafka._common import (TP, KafkaConfigError, KafkaSource, Polled, _format_position,
+                                      check_settings)
+from connectors.kafka._sink import KafkaSink
 
 try:  # kafka-python is a hard dependency of the project, but keep the error readable
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
