@@ -302,7 +302,7 @@ class ParquetSource(Source):
 _PART = "part-{:08d}.parquet"
 _PART_RE = re.compile(r"^part-(\d{8})\.parquet$")
 #: A part being written: hidden (a leading dot), so pyarrow's dataset readers skip it.
-_TEMP_RE = re.compile(r"^\.part-\d{8}\.parquet\.tmp$")
+_TEMP_RE = re.compile(r"^\.part-\d{8}\.parquet\.tmp(\.old)?$")
 
 
 def _sync_dir(path: str) -> None:
@@ -314,11 +314,20 @@ def _sync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: str) -> None:
+    """fsync a file's bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _castable(src: Any, dst: Any) -> bool:
     """Whether values of Arrow type ``src`` may be cast into a column of type ``dst`` without loss of meaning.
 
     Same type; null into anything; integers into integers or floats; floats into floats; strings into
-    strings; lists and structs (same keys) element by element.
+    strings; lists and maps element by element.
     """
     import pyarrow as pa
 
@@ -331,14 +340,51 @@ def _castable(src: Any, dst: Any) -> bool:
         return t.is_floating(dst)
     if (t.is_string(src) or t.is_large_string(src)) and (t.is_string(dst) or t.is_large_string(dst)):
         return True
+    if t.is_map(src) and t.is_map(dst):
+        return _castable(src.key_type, dst.key_type) and _castable(src.item_type, dst.item_type)
     lists = (t.is_list, t.is_large_list, t.is_fixed_size_list)
     if any(f(src) for f in lists) and any(f(dst) for f in lists):
         return _castable(src.value_type, dst.value_type)
-    if t.is_struct(src) and t.is_struct(dst):
-        names = [src.field(i).name for i in range(src.num_fields)]
-        return names == [dst.field(i).name for i in range(dst.num_fields)] and all(
-            _castable(src.field(i).type, dst.field(i).type) for i in range(src.num_fields))
     return False
+
+
+def _unify(a: Any, b: Any) -> Any:
+    """The narrowest Arrow type both ``a`` and ``b`` cast into without loss (None if there is none).
+
+    null with T gives T; integers with integers int64, with floats float64; lists and maps element by
+    element.
+    """
+    import pyarrow as pa
+
+    t = pa.types
+    if a == b or t.is_null(b):
+        return a
+    if t.is_null(a):
+        return b
+    numeric = (lambda x: t.is_integer(x) or t.is_floating(x))
+    if numeric(a) and numeric(b):
+        return pa.int64() if t.is_integer(a) and t.is_integer(b) else pa.float64()
+    if t.is_map(a) and t.is_map(b):
+        key, item = _unify(a.key_type, b.key_type), _unify(a.item_type, b.item_type)
+        return None if key is None or item is None else pa.map_(key, item)
+    if t.is_list(a) and t.is_list(b):
+        value = _unify(a.value_type, b.value_type)
+        return None if value is None else pa.list_(value)
+    return a if _castable(b, a) else (b if _castable(a, b) else None)
+
+
+def _settled(typ: Any) -> Any:
+    """``typ`` with every null type (a column, list or map value with no value yet) made float64."""
+    import pyarrow as pa
+
+    t = pa.types
+    if t.is_null(typ):
+        return pa.float64()
+    if t.is_map(typ):
+        return pa.map_(_settled(typ.key_type), _settled(typ.item_type))
+    if t.is_list(typ):
+        return pa.list_(_settled(typ.value_type))
+    return typ
 
 
 def _as_read_back(schema: Any) -> Any:
@@ -370,25 +416,63 @@ def _arrow_1d(name: str, values: np.ndarray) -> Any:
         ) from exc
 
 
+def _map_of(n: int, names: Sequence[str], items: Any, mask: Any = None) -> Any:
+    """A map array of ``n`` rows with the keys ``names`` each, ``items`` row-major (n * k values)."""
+    import pyarrow as pa
+
+    k = len(names)
+    keys = np.empty(n * k, dtype=object)
+    if k:
+        keys[:] = np.tile(np.asarray(names, dtype=object), n)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(k))
+    return pa.MapArray.from_arrays(offsets, pa.array(keys, pa.string()), items, mask=mask)
+
+
+def _struct_to_map(name: str, arr: Any) -> Any:
+    """A struct array (what pyarrow infers from dicts) as a map from key to value (null dicts stay null)."""
+    import pyarrow as pa
+
+    n, k = len(arr), arr.type.num_fields
+    names = [arr.type.field(j).name for j in range(k)]
+    children = arr.flatten()
+    item = pa.null()
+    for c in children:
+        item = _unify(item, c.type)
+        if item is None:
+            raise ConnectorError(
+                f"column {name!r}: the values of its dicts must be of one kind (numbers, strings, ...), got "
+                f"{', '.join(str(c.type) for c in children)}")
+    item = _settled(item)
+    values = pa.concat_arrays([c.cast(item) for c in children]) if k else pa.array([], item)
+    order = (np.arange(n)[:, None] + np.arange(k)[None, :] * n).ravel()  # row-major from column-major
+    mask = arr.is_null() if arr.null_count else None
+    return _map_of(n, names, values.take(pa.array(order)), mask)
+
+
 def _arrow_column(name: str, col: Any) -> Any:
     """One column of :data:`connectors.base.Columns` as an Arrow array.
 
-    A 1-D array gives its Arrow type (object arrays are inferred: str -> string, dict -> struct,
-    list -> list), a 2-D numeric array of shape (n, k) gives ``list<double>`` (or of its dtype) with
-    k values per row, a :class:`DictColumn` a struct with one field per key.
+    A 1-D array gives its Arrow type (object arrays are inferred: str -> string, list -> list, dict ->
+    map from key to value), a 2-D numeric array of shape (n, k) gives ``list<double>`` (or a list of
+    its dtype) with k values per row, a :class:`DictColumn` a ``map<string, double>`` (or of its
+    dtype): maps, unlike structs, take a different set of keys in a later batch (the responsibilities
+    after a refit changed the number of components).
     """
     import pyarrow as pa
 
     if isinstance(col, DictColumn):
         values = col.values
-        children = [_arrow_1d(f"{name}.{k}", values[:, j]) for j, k in enumerate(col.keys)]
-        return pa.StructArray.from_arrays(children, names=col.keys)
+        n, k = values.shape
+        items = _arrow_1d(name, np.ascontiguousarray(values).reshape(-1)) if values.dtype.kind != "O" \
+            else _arrow_1d(name, values.reshape(-1))
+        return _map_of(n, col.keys, items)
     if not isinstance(col, np.ndarray):
         values = np.empty(len(col), dtype=object)
         values[:] = list(col)
         col = values
     if col.ndim == 1:
-        return _arrow_1d(name, col)
+        arr = _arrow_1d(name, col)
+        return _struct_to_map(name, arr) if pa.types.is_struct(arr.type) else arr
     if col.ndim == 2 and col.dtype.kind in "fiub":
         n, k = col.shape
         flat = pa.array(np.ascontiguousarray(col).reshape(-1).copy())
@@ -428,14 +512,23 @@ class ParquetSink(Sink):
 
     Notes
     -----
-    Schema: taken from the first rows written (or from the last part already in the directory): a 1-D
-    float, integer or boolean column keeps its dtype; an object column of str gives ``string`` (None is
-    null; a column of None only gives ``string``); a 2-D numeric column gives ``list<double>`` (or a
-    list of its dtype); a :class:`DictColumn` or dicts give a ``struct`` with one field per key; lists
-    give a ``list``.  NaN and infinities stay IEEE floats (Parquet holds them); None becomes null.
-    Every later batch must have the same column names in the same order; its types are cast to the
-    schema where no meaning is lost (null into any type, integers into floats, lists and structs
-    element-wise); anything else raises :class:`ConnectorError` naming the column and both types.
+    Schema: every part of a directory has the same schema, so that ``read_table(path)`` reads every
+    column of every part.  It is fixed when the first row group is written (a full row group or the
+    first flush), from every batch buffered until then: their columns in order of first appearance,
+    each typed so that all its values fit (null with T gives T, ints with floats float64).  A 1-D
+    float, integer or boolean column keeps its dtype; str gives ``string``; a 2-D numeric column
+    ``list<double>`` (or a list of its dtype); a :class:`DictColumn` or dicts a ``map<string, double>``
+    (or of their values' type; maps, unlike structs, take other keys later, e.g. responsibilities
+    after a refit changed K); a column with nothing but None so far keeps Arrow's ``null`` type.  NaN
+    and infinities stay IEEE floats; None becomes null.  Later batches are put in the schema's order,
+    a column they lack is null, a type is cast where nothing is lost (null into anything, integers into
+    floats, lists and maps element-wise); a type that cannot be cast raises :class:`ConnectorError`
+    naming the column and both types.  **Widening**: a batch that brings a column the schema lacks, or
+    values for a column that was null-typed, widens the schema: every part (and the part in progress)
+    is rewritten in the wider schema, one at a time through its temporary name (fsync, rename), row
+    groups kept; a writer killed meanwhile leaves whole parts of either schema, and the next sink on
+    the directory finishes the widening.  Widening costs a rewrite of what was written, so it is meant
+    for the start of a stream (a pipeline's warm-up records lack the scores' columns).
 
     Position: ``{"path": directory, "parts": n}``, the number of durable parts.  :meth:`restore`
     deletes the parts numbered above ``n`` and any temporary file and drops buffered rows, so a writer
@@ -488,10 +581,11 @@ class ParquetSink(Sink):
         self._buffer: list[Any] = []
         self._pending = 0
         self._writer: Any = None
+        self._draft: dict[str, Any] = {}  # name -> type of the columns seen before the schema is fixed
         self._temps()  # a temporary part left by a killed writer is never valid: drop it
         parts = self._parts_on_disk()
         self._parts = max(parts, default=0)
-        self._schema = self._schema_of(self._parts)
+        self._schema = self._schema_of_parts()
 
     # -------------------------------------------------------------------------------- helpers
     def _part_path(self, index: int, temp: bool = False) -> str:
@@ -509,22 +603,98 @@ class ParquetSink(Sink):
     def _sync_dir(self) -> None:
         _sync_dir(self.path)
 
-    def _schema_of(self, index: int) -> Any:
+    def _schema_of_parts(self) -> Any:
+        """The schema of the durable parts (None if none); parts left narrower by a writer killed while
+        it widened the schema are widened now."""
         import pyarrow.parquet as pq
 
-        if index == 0:
+        schemas = []
+        for index in range(1, self._parts + 1):
+            try:
+                schemas.append(pq.read_schema(self._part_path(index)).remove_metadata())
+            except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+                raise ConnectorError(f"cannot read the schema of {self._part_path(index)!r}: {exc}") from exc
+        if not schemas:
             return None
+        schema = schemas[-1]
+        for other in schemas[:-1]:
+            schema = self._wider(schema, other)
+        if any(other != schema for other in schemas):
+            self._schema = schema
+            self._widen(schema)
+        return schema
+
+    def _wider(self, schema: Any, other: Any) -> Any:
+        """``schema`` with the columns of ``other`` it lacks appended and its null-typed columns typed
+        by ``other``; ConnectorError if a type of ``other`` does not fit."""
+        import pyarrow as pa
+
+        fields = {f.name: f.type for f in schema}
+        for f in other:
+            old = fields.get(f.name)
+            if old is None or pa.types.is_null(old):
+                fields[f.name] = f.type
+            elif not _castable(f.type, old):
+                raise ConnectorError(
+                    f"column {f.name!r} of a batch for {self.path!r} has type {f.type}, but the sink's "
+                    f"schema has {old}; they cannot be cast without loss")
+        if list(fields.items()) == [(f.name, f.type) for f in schema]:
+            return schema
+        return _as_read_back(pa.schema([pa.field(k, t) for k, t in fields.items()]))
+
+    def _rewrite(self, source: str, target: str, schema: Any, keep_open: bool = False) -> Any:
+        """Write the rows of the Parquet file ``source`` into ``target`` in ``schema``, row group by row
+        group (their boundaries kept); the writer is returned open with ``keep_open``."""
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(source)
+        groups = [self._conform(pf.read_row_group(g), schema) for g in range(pf.metadata.num_row_groups)]
+        writer = pq.ParquetWriter(target, schema, compression=self.compression)
+        for table in groups:
+            writer.write_table(table, row_group_size=self.row_group_size)
+        if keep_open:
+            return writer
+        writer.close()
+        return None
+
+    def _widen(self, schema: Any) -> None:
+        """Rewrite every durable part not yet in ``schema`` (and the part in progress) in it.
+
+        A part is rewritten to its temporary name, fsynced and renamed over itself, so a kill leaves
+        every part whole, in the old schema or the new; :meth:`_schema_of_parts` finishes the job.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         try:
-            return pq.read_schema(self._part_path(index)).remove_metadata()
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise ConnectorError(f"cannot read the schema of {self._part_path(index)!r}: {exc}") from exc
+            for index in range(1, self._parts + 1):
+                path = self._part_path(index)
+                if pq.read_schema(path).remove_metadata() == schema:
+                    continue
+                temp = self._part_path(index, temp=True)
+                self._rewrite(path, temp, schema)
+                _fsync_file(temp)
+                os.replace(temp, path)
+            self._sync_dir()
+            if self._writer is not None:  # the part in progress: its row groups again, in the new schema
+                temp = self._part_path(self._parts + 1, temp=True)
+                self._writer.close()
+                self._writer = None
+                held = temp + ".old"
+                os.replace(temp, held)
+                self._writer = self._rewrite(held, temp, schema, keep_open=True)
+                os.remove(held)
+        except (OSError, pa.ArrowException) as exc:
+            raise ConnectorError(f"cannot widen the schema of {self.path!r}: {exc}") from exc
+        self._schema = schema
+        self._buffer = [self._conform(t, schema) for t in self._buffer]
 
     def _check_open(self) -> None:
         if self._closed:
             raise ConnectorError(f"sink {self.path!r} is closed")
 
-    def _table(self, columns: Mapping[str, Any]) -> Any:
-        """The columns as an Arrow table in the sink's schema (fixing the schema on first use)."""
+    def _arrow_table(self, columns: Mapping[str, Any]) -> Any:
+        """The columns as an Arrow table of their own types (see :func:`_arrow_column`)."""
         import pyarrow as pa
 
         names = list(columns)
@@ -533,37 +703,60 @@ class ParquetSink(Sink):
         if len(lengths) > 1:
             got = {k: len(a) for k, a in zip(names, arrays)}
             raise ValueError(f"columns must have equal lengths, got {got}")
-        if self._schema is None:
-            self._schema = _as_read_back(pa.schema([
-                pa.field(k, pa.string() if pa.types.is_null(a.type) else a.type) for k, a in zip(names, arrays)
-            ]))
-        schema = self._schema
-        if names != schema.names:
-            raise ConnectorError(
-                f"a batch for {self.path!r} has columns {names!r}, but the sink's schema (from its first "
-                f"batch or its last part) has {schema.names!r}; write the same columns in the same order "
-                "or use another directory")
-        out = []
-        for k, a, field in zip(names, arrays, schema):
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def _draft_add(self, table: Any) -> None:
+        """Before the schema is fixed: unify the draft schema with a batch's columns, or raise."""
+        for field in table.schema:
+            old = self._draft.get(field.name)
+            unified = field.type if old is None else _unify(old, field.type)
+            if unified is None:
+                raise ConnectorError(
+                    f"column {field.name!r} of a batch for {self.path!r} has type {field.type}, but an "
+                    f"earlier batch gave it type {old}; they have no common type")
+            self._draft[field.name] = unified
+
+    def _fix_schema(self) -> None:
+        """Fix the schema from the buffered batches (null-only columns: float64) and conform them."""
+        import pyarrow as pa
+
+        self._schema = _as_read_back(pa.schema([pa.field(k, t) for k, t in self._draft.items()]))
+        self._draft = {}
+        self._buffer = [self._conform(t) for t in self._buffer]
+
+    def _conform(self, table: Any, schema: Any = None) -> Any:
+        """``table`` in ``schema`` (default: the sink's): columns in its order, absent ones null, types cast."""
+        import pyarrow as pa
+
+        schema = self._schema if schema is None else schema
+        arrays = []
+        for field in schema:
+            i = table.schema.get_field_index(field.name)
+            if i < 0:
+                arrays.append(pa.nulls(table.num_rows, field.type))
+                continue
+            a = table.column(i)
             if a.type != field.type:
                 if not _castable(a.type, field.type):
                     raise ConnectorError(
-                        f"column {k!r} of a batch for {self.path!r} has type {a.type}, but the sink's "
-                        f"schema has {field.type}; they cannot be cast without loss")
+                        f"column {field.name!r} of a batch for {self.path!r} has type {a.type}, but the "
+                        f"sink's schema has {field.type}; they cannot be cast without loss")
                 try:
                     a = a.cast(field.type)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise ConnectorError(
-                        f"column {k!r} of a batch for {self.path!r} cannot be cast from {a.type} to "
-                        f"{field.type}: {exc}") from exc
-            out.append(a)
-        return pa.Table.from_arrays(out, schema=schema)
+                        f"column {field.name!r} of a batch for {self.path!r} cannot be cast from {a.type} "
+                        f"to {field.type}: {exc}") from exc
+            arrays.append(a)
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def _write_groups(self, final: bool) -> None:
         """Write whole row groups from the buffer (with ``final``, the remainder too)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if self._schema is None:
+            self._fix_schema()
         table = pa.concat_tables(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         n = self._pending if final else self._pending // self.row_group_size * self.row_group_size
         if n == 0:
@@ -608,9 +801,16 @@ class ParquetSink(Sink):
         self._check_open()
         if not columns:
             return
-        table = self._table(columns)
+        table = self._arrow_table(columns)
         if table.num_rows == 0:
             return
+        if self._schema is None:
+            self._draft_add(table)
+        else:
+            wider = self._wider(self._schema, table.schema)
+            if wider is not self._schema:
+                self._widen(wider)
+            table = self._conform(table)
         self._buffer.append(table)
         self._pending += table.num_rows
         if self._pending >= self.row_group_size:
@@ -635,11 +835,7 @@ class ParquetSink(Sink):
         try:
             self._writer.close()
             self._writer = None
-            fd = os.open(temp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_file(temp)
             os.replace(temp, final)
             self._sync_dir()
         except (OSError, pa.ArrowException) as exc:
@@ -683,7 +879,8 @@ class ParquetSink(Sink):
                 os.remove(self._part_path(index))
         self._sync_dir()
         self._parts = parts
-        self._schema = self._schema_of(parts)
+        self._draft = {}
+        self._schema = self._schema_of_parts()
 
     def close(self) -> None:
         """Flush (a last durable part) and close; idempotent."""

@@ -96,6 +96,8 @@ def _canon(value):
     if isinstance(value, dict):
         return {k: _canon(v) for k, v in value.items()}
     if isinstance(value, list):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):  # a map read back
+            return {k: _canon(v) for k, v in value}
         return [_canon(v) for v in value]
     return value
 
@@ -127,7 +129,7 @@ def test_round_trip_columns_equal_table(tmp_path):
     assert table.schema.field("file").type == pa.string()
     assert pa.types.is_list(table.schema.field("x").type)
     assert table.schema.field("x").type.value_type == pa.float64()
-    assert table.schema.field("resp").type == pa.struct([("c0", pa.float64()), ("c1", pa.float64())])
+    assert table.schema.field("resp").type == pa.map_(pa.string(), pa.float64())
     assert _rows(table) == _expected(batches)
     # NaN stays NaN, inf stays inf, None is null
     logp = np.concatenate([b["logp"] for b in batches])
@@ -162,39 +164,99 @@ def test_write_records_equals_write_columns(tmp_path):
     assert _rows(ta) == _rows(tb)
 
 
-def test_records_with_none_and_the_schema_of_the_first_batch(tmp_path):
-    sink = ParquetSink(tmp_path / "o")
-    sink.write([{"id": "a", "v": 1, "opt": None}, {"id": None, "v": 2}])
-    with pytest.raises(ConnectorError, match=r"column 'v'.*double.*int64"):
-        sink.write([{"id": "c", "v": 2.5, "opt": "x"}])  # a float into the int column would lose 0.5
-    sink.write([{"id": "c", "v": 3, "opt": "x"}])
-    sink.close()
-    table = pq.read_table(tmp_path / "o")
-    assert table.schema.field("opt").type == pa.string()  # all None in the first batch: string
-    assert table.to_pylist() == [{"id": "a", "v": 1, "opt": None}, {"id": None, "v": 2, "opt": None},
-                                 {"id": "c", "v": 3, "opt": "x"}]
-
-
-def test_schema_rules(tmp_path):
+def test_schema_of_a_directory_that_holds_parts(tmp_path):
     sink = ParquetSink(tmp_path / "o")
     sink.write_columns({"a": np.array([1.5]), "n": np.array([None], dtype=object)})
     sink.write_columns({"a": np.array([2]), "n": np.array(["s"], dtype=object)})  # int into float: cast
-    with pytest.raises(ConnectorError, match=r"has columns \['b', 'a'\].*has \['a', 'n'\]"):
-        sink.write_columns({"b": np.array([1.0]), "a": np.array([1.0])})
-    with pytest.raises(ConnectorError, match=r"column 'a'.*string.*double"):
-        sink.write_columns({"a": np.array(["x"], dtype=object), "n": np.array(["s"], dtype=object)})
     with pytest.raises(ConnectorError, match="column 'm'"):
         ParquetSink(tmp_path / "p").write_columns({"m": np.array(["x", 1], dtype=object)})
     sink.close()
     assert pq.read_table(tmp_path / "o").to_pylist() == [{"a": 1.5, "n": None}, {"a": 2.0, "n": "s"}]
     # a new sink on the directory keeps the schema of its last part
     again = ParquetSink(tmp_path / "o")
-    with pytest.raises(ConnectorError, match="column 'n'"):
+    with pytest.raises(ConnectorError, match="column 'n'.*double.*string"):
         again.write_columns({"a": np.array([1.0]), "n": np.array([1.0])})
-    again.write_columns({"a": np.array([3.0]), "n": np.array([None], dtype=object)})
+    again.write_columns({"n": np.array([None], dtype=object), "a": np.array([3.0])})
     again.close()
     assert _part_names(tmp_path / "o") == ["part-00000001.parquet", "part-00000002.parquet"]
     assert pq.read_table(tmp_path / "o").column("a").to_pylist() == [1.5, 2.0, 3.0]
+
+
+def test_schema_is_fixed_at_the_first_row_group_from_every_buffered_batch(tmp_path):
+    sink = ParquetSink(tmp_path / "o")
+    sink.write([{"id": "a", "v": 1, "opt": None}, {"id": None, "v": 2}])
+    sink.write([{"v": 2.5, "new": True}])  # before the first part: int with float gives float, columns add up
+    with pytest.raises(ConnectorError, match=r"column 'v'.*string.*earlier batch.*double"):
+        sink.write([{"v": "text"}])
+    sink.flush()
+    table = pq.read_table(tmp_path / "o")
+    assert table.schema.names == ["id", "v", "opt", "new"]
+    assert [table.schema.field(c).type for c in table.schema.names] == [pa.string(), pa.float64(), pa.null(),
+                                                                        pa.bool_()]
+    assert table.to_pylist() == [{"id": "a", "v": 1.0, "opt": None, "new": None},
+                                 {"id": None, "v": 2.0, "opt": None, "new": None},
+                                 {"id": None, "v": 2.5, "opt": None, "new": True}]
+    # fixed now: a lacking column is null, another order is put right, a lossy type raises
+    sink.write_columns({"new": np.array([False]), "v": np.array([7])})
+    with pytest.raises(ConnectorError, match=r"column 'v'.*type string.*schema has double"):
+        sink.write_columns({"v": np.array(["s"], dtype=object)})
+    sink.close()
+    assert pq.read_table(tmp_path / "o").to_pylist()[-1] == {"id": None, "v": 7.0, "opt": None, "new": False}
+
+
+def test_widening_rewrites_every_part_and_the_part_in_progress(tmp_path):
+    out = tmp_path / "o"
+    sink = ParquetSink(out, row_group_size=2)
+    sink.write_columns({"a": np.array([0.0, 1.0, 2.0]), "opt": np.array([None] * 3, dtype=object)})
+    sink.flush()
+    sink.write_columns({"a": np.array([3.0, 4.0, 5.0])})  # one row group in the temporary part, one row buffered
+    sink.write_columns({"a": np.array([6.0]), "opt": np.array(["x"], dtype=object), "b": np.array([1])})
+    sink.close()
+    table = pq.read_table(out)
+    assert table.schema.names == ["a", "opt", "b"] and table.schema.field("opt").type == pa.string()
+    assert table.to_pylist() == [{"a": float(i), "opt": None, "b": None} for i in range(6)] + [
+        {"a": 6.0, "opt": "x", "b": 1}]
+    for name in _part_names(out):  # every part in the one schema, row groups kept
+        assert pq.read_schema(out / name).remove_metadata() == table.schema.remove_metadata()
+    md = [pq.ParquetFile(out / n).metadata for n in _part_names(out)]
+    assert [[m.row_group(g).num_rows for g in range(m.num_row_groups)] for m in md] == [[2, 1], [2, 2]]
+
+
+def test_a_widening_cut_short_is_finished_by_the_next_sink(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    pq.write_table(pa.table({"a": [1.0]}), out / "part-00000001.parquet")  # not yet rewritten
+    pq.write_table(pa.table({"a": [2.0], "b": ["x"]}), out / "part-00000002.parquet")
+    (out / ".part-00000003.parquet.tmp.old").write_bytes(b"left by a kill")
+    sink = ParquetSink(out)
+    assert _part_names(out) == ["part-00000001.parquet", "part-00000002.parquet"]
+    assert pq.read_table(out).to_pylist() == [{"a": 1.0, "b": None}, {"a": 2.0, "b": "x"}]
+    sink.close()
+
+
+def test_pipeline_like_stream_warm_up_then_scores_and_k_changing(tmp_path):
+    """Warm-up rows (scores None, a warming_up flag) then scores; responsibilities with 2 then 3 keys."""
+    out = tmp_path / "scores"
+    sink = ParquetSink(out, row_group_size=4)
+    warm = {"row": np.arange(3), "cluster": np.array([None] * 3, dtype=object),
+            "log_likelihood": np.array([None] * 3, dtype=object), "warming_up": np.ones(3, dtype=bool)}
+    sink.write_columns(warm)
+    scored = {"row": np.arange(3, 6), "cluster": np.array([0, 1, 0]), "log_likelihood": np.array([-1.0, -2.0, np.nan]),
+              "responsibilities": DictColumn(np.array([[0.9, 0.1], [0.2, 0.8], [1.0, 0.0]]), ["0", "1"])}
+    sink.write_columns(scored)
+    sink.flush()
+    sink.write_columns({"row": np.array([6]), "cluster": np.array([2]), "log_likelihood": np.array([-3.0]),
+                        "responsibilities": DictColumn(np.array([[0.1, 0.2, 0.7]]), ["0", "1", "2"])})
+    sink.close()
+    table = pq.read_table(out)
+    assert table.schema.field("cluster").type == pa.int64()
+    assert table.schema.field("responsibilities").type == pa.map_(pa.string(), pa.float64())
+    rows = _rows(table)
+    assert [r["cluster"] for r in rows] == [None, None, None, 0, 1, 0, 2]
+    assert [r["warming_up"] for r in rows] == [True, True, True, None, None, None, None]
+    assert rows[5]["log_likelihood"] == "NaN" and rows[0]["responsibilities"] is None
+    assert rows[3]["responsibilities"] == {"0": 0.9, "1": 0.1}
+    assert rows[6]["responsibilities"] == {"0": 0.1, "1": 0.2, "2": 0.7}
 
 
 def test_flush_makes_one_part_and_empty_flush_none(tmp_path):
