@@ -241,6 +241,7 @@ class CheckpointStore:
         self.compress = bool(compress)
         self._last_seq = 0
         self._locked = False
+        self._writer = False   # saved or locked: only the writer may delete stray temporaries
 
     # ------------------------------------------------------------------ listing
     def checkpoints(self) -> list[tuple[int, Path]]:
@@ -283,6 +284,7 @@ class CheckpointStore:
         Path
             The new checkpoint file.
         """
+        self._writer = True
         self.clean_temporaries()
         existing = self.checkpoints()
         seq = max(self._last_seq, existing[-1][0] if existing else 0) + 1
@@ -326,6 +328,7 @@ class CheckpointStore:
         """
         if self._locked:
             return
+        self._writer = True
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
@@ -417,6 +420,9 @@ class CheckpointStore:
     def load_latest(self) -> tuple[dict[str, np.ndarray], dict[str, Any], Path] | None:
         """The newest checkpoint that validates.
 
+        A store that writes (it has saved or holds the lock) first deletes the temporary files of an
+        interrupted save; a store that only reads leaves them, since they may be a save in flight.
+
         Returns
         -------
         (arrays, meta, path) or None
@@ -432,7 +438,8 @@ class CheckpointStore:
         CheckpointWarning
             For every newer file that was skipped, naming it and the reason.
         """
-        self.clean_temporaries()
+        if self._writer:      # a reader (`inspect` while the job runs) must not delete a save in flight
+            self.clean_temporaries()
         found = self.checkpoints()
         if not found:
             return None

@@ -90,8 +90,12 @@ def _check_inputs(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"[source] path {path!r} is a directory: name a file or a glob such as "
                               f"{os.path.join(path, '*.jsonl')!r}")
     for name, sink in cfg["sinks"].items():
-        path = sink.get("path")
-        if sink.get("type") != "kafka" and path:
+        path, kind = sink.get("path"), sink.get("type")
+        if kind == "parquet" and path:      # a directory of part files
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise ConfigError(f"[sinks.{name}] path {path!r} is a file; a parquet sink writes a folder")
+            _check_writable_folder(f"[sinks.{name}] path {path!r}", os.path.abspath(path))
+        elif kind != "kafka" and path:
             if os.path.isdir(path):
                 raise ConfigError(f"[sinks.{name}] path {path!r} is a directory, not a file")
             _check_writable_folder(f"[sinks.{name}] path {path!r}", os.path.dirname(os.path.abspath(path)))
@@ -130,7 +134,10 @@ class _CreatedFiles:
     def remove(self) -> None:
         for path in self.paths:
             try:
-                os.unlink(path)
+                if os.path.isdir(path):
+                    os.rmdir(path)          # a parquet sink's folder, if nothing was written in it
+                else:
+                    os.unlink(path)
             except OSError:
                 pass
         if self.folder is not None and os.path.isdir(self.folder):

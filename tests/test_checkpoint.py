@@ -306,3 +306,54 @@ def test_pack_rejects_bad_part_names_and_unpack_checks():
         unpack({}, {"v": 1})
     with pytest.raises(CheckpointError, match="belongs to no packed part"):
         unpack({"zzz/x": np.zeros(1)}, {"parts": {"a": {}}})
+
+
+def test_a_reader_never_deletes_a_save_in_flight(tmp_path):
+    """`inspect` while a job runs: a store that only reads must leave the writer's temporary file."""
+    writer = CheckpointStore(tmp_path)
+    good = writer.save({"x": np.arange(3.0)}, {"v": 1})
+    in_flight = tmp_path / ".ckpt-inflight.tmp"
+    in_flight.write_bytes(b"PK\x03\x04 being written")
+    _, meta, path = CheckpointStore(tmp_path).load_latest()
+    assert path == good and meta == {"v": 1}
+    assert in_flight.exists()
+    writer.load_latest()                       # the writer itself cleans what a crash left
+    assert not in_flight.exists()
+
+
+def test_lock_refuses_another_process_and_dies_with_it(tmp_path):
+    """The directory lock: a second process is refused (naming the holder); SIGKILL releases it."""
+    import signal
+    import subprocess
+    import sys
+
+    from online_gmm.checkpoint import CheckpointLockedError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from online_gmm.checkpoint import CheckpointStore; "
+         f"CheckpointStore({str(tmp_path)!r}).lock(); print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"      # the event: the lock is held
+        with pytest.raises(CheckpointLockedError, match=rf"in use by another process \(pid {holder.pid}\)"):
+            CheckpointStore(tmp_path).lock()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    store = CheckpointStore(tmp_path)
+    store.lock()                                # released by the kernel when the holder died
+    again = CheckpointStore(tmp_path)
+    again.lock()                                # shared within one process
+    again.unlock()
+    store.unlock()
+
+
+def test_fresh_start_record_round_trip(tmp_path):
+    store = CheckpointStore(tmp_path)
+    assert store.load_start() is None
+    store.save_start({"fingerprint": "f", "sink_positions": {"scores": {"path": "p", "size": 3}}})
+    assert store.load_start()["sink_positions"]["scores"]["size"] == 3
+    assert store.checkpoints() == []           # not a checkpoint
+    (tmp_path / "fresh-start.json").write_text("{not json")
+    with pytest.warns(CheckpointWarning, match="fresh-start.json"):
+        assert store.load_start() is None

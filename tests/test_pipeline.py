@@ -145,7 +145,8 @@ def test_drift_bic_history_and_halflife_tracking(tmp_path):
 
 
 # --------------------------------------------------------------------------------------- SIGKILL
-def _write_config(tmp: Path, data: Path, *, source_extra: str = "", name="cfg.toml") -> Path:
+def _write_config(tmp: Path, data: Path, *, source_extra: str = "", name="cfg.toml", ck_every: int = 600,
+                  sinks_extra: str = "") -> Path:
     cfg = tmp / name
     cfg.write_text(f"""
 [source]
@@ -177,7 +178,7 @@ n_init = 1
 
 [checkpoint]
 directory = "{tmp / 'ck'}"
-every = 600
+every = {ck_every}
 
 [sinks.scores]
 type = "jsonl"
@@ -186,6 +187,7 @@ path = "{tmp / 'scores.jsonl'}"
 [sinks.dead_letters]
 type = "jsonl"
 path = "{tmp / 'dead.jsonl'}"
+{sinks_extra}
 """)
     return cfg
 
@@ -231,20 +233,131 @@ def test_sigkill_three_times_equals_uninterrupted_run(tmp_path, events):
     assert (run_dir / "dead.jsonl").read_bytes() == (ref_dir / "dead.jsonl").read_bytes()
 
 
-def test_sigterm_finishes_batch_checkpoints_and_exits_zero(tmp_path, events):
-    path, _ = events
-    cfg = _write_config(tmp_path, path, source_extra="follow = true")
+def _newest_counters(ck_dir: Path) -> dict:
+    """The counters of the newest readable checkpoint ({} if none yet); safe while a job writes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # a file removed by retention between list and read
+            loaded = CheckpointStore(ck_dir).load_latest() if ck_dir.is_dir() else None
+    except CheckpointError:
+        return {}
+    return {} if loaded is None else loaded[1]["counters"]
+
+
+def _wait_for(predicate, timeout: float = 120.0, what: str = "the event"):
+    """Poll ``predicate`` until it is true (an event, not a guess at how long things take)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_sigterm_finishes_batch_checkpoints_and_exits_zero(tmp_path):
+    """Follow mode, SIGTERM while a partial batch waits for more: it is processed, checkpointed, exit 0.
+
+    The file holds 8 050 good records: 40 full batches of 200, each checkpointed, then 50 that wait.
+    The test waits for the checkpoint at record 8 000 (an event), not for a guessed time.
+    """
+    path = tmp_path / "clean.jsonl"
+    write_events(path, n=8050, seed=3, bad_rate=0.0)
+    cfg = _write_config(tmp_path, path, source_extra="follow = true", ck_every=200)
     proc = _cli("run", "--config", str(cfg))
-    deadline = time.time() + 60
-    while time.time() < deadline and not list((tmp_path / "ck").glob("ckpt-*.npz")):
-        time.sleep(0.2)
-    time.sleep(1.0)   # the whole file is read; follow mode now waits for more
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    try:
+        _wait_for(lambda: _newest_counters(tmp_path / "ck").get("records", 0) >= 8000 or
+                  proc.poll() is not None, what="the checkpoint after the last full batch")
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, err.decode()
     assert "stopped by signal" in out.decode()
     _, meta = _model_arrays(tmp_path / "ck")
-    assert meta["counters"]["records"] == 8000
+    assert meta["counters"]["records"] == 8050      # the partial batch was finished, not dropped
+
+
+# ------------------------------------------------------------------------- fresh starts, one writer
+_CSV_ANOMALIES = """
+[sinks.anomalies]
+type = "csv"
+path = "{path}"
+fields = ["line", "log_likelihood"]
+"""
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in ("scores.jsonl", "dead.jsonl", "anomalies.csv")}
+
+
+def test_killed_before_its_first_checkpoint_leaves_no_doubled_output(tmp_path, events):
+    """Issue 14.1: SIGKILL before the first checkpoint, then a fresh start; and again after the
+    checkpoints were deleted. Every sink (JSON lines, dead letters, CSV with its header) must end
+    byte-identical to an uninterrupted run's, not hold the first attempt's lines twice."""
+    path, _ = events
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir(), run_dir.mkdir()
+
+    def config(folder: Path) -> Path:     # no checkpoint before the end of the stream
+        return _write_config(folder, path, ck_every=100_000,
+                             sinks_extra=_CSV_ANOMALIES.format(path=folder / "anomalies.csv"))
+
+    ref = _cli("run", "--config", str(config(ref_dir)), "--quiet")
+    assert ref.wait(timeout=240) == 0, ref.stderr.read().decode()
+    expected = _outputs(ref_dir)
+    cfg = config(run_dir)
+    proc = _cli("run", "--config", str(cfg), "--quiet")
+    scores = run_dir / "scores.jsonl"
+    _wait_for(lambda: proc.poll() is not None or (scores.exists() and scores.stat().st_size > 0),
+              what="the first score lines")
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert killed, "the run finished before it could be killed: the test lost its point"
+    assert not list((run_dir / "ck").glob("ckpt-*.npz")) and scores.stat().st_size > 0
+    again = _cli("run", "--config", str(cfg), "--quiet")
+    out, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err.decode()
+    assert "resumed from" not in out.decode()              # a fresh start, not a resume
+    assert _outputs(run_dir) == expected
+    # the checkpoints deleted by hand: the next fresh start still begins the outputs afresh
+    for ckpt in (run_dir / "ck").glob("ckpt-*.npz"):
+        ckpt.unlink()
+    third = _cli("run", "--config", str(cfg), "--quiet")
+    assert third.wait(timeout=240) == 0, third.stderr.read().decode()
+    assert _outputs(run_dir) == expected
+
+
+def test_a_second_run_on_the_same_checkpoint_directory_refuses(tmp_path, events):
+    """Issue 14.9: while a job runs, a second `run` on its checkpoint directory refuses with one
+    line (exit 2) and touches nothing; once the first is SIGKILLed its lock is gone and the job
+    resumes to outputs identical to an uninterrupted run's."""
+    path, _ = events
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ref = _cli("run", "--config", str(_write_config(ref_dir, path)), "--quiet")
+    assert ref.wait(timeout=240) == 0, ref.stderr.read().decode()
+    following = _write_config(tmp_path, path, source_extra="follow = true", name="follow.toml")
+    cfg = _write_config(tmp_path, path)                   # the same checkpoints and sinks
+    first = _cli("run", "--config", str(following), "--quiet")
+    try:
+        _wait_for(lambda: first.poll() is not None or any((tmp_path / "ck").glob("ckpt-*.npz")),
+                  what="the first job's first checkpoint")
+        assert first.poll() is None, first.communicate()[1].decode()
+        second = _cli("run", "--config", str(cfg), "--quiet")
+        out, err = second.communicate(timeout=240)
+        assert first.poll() is None                      # the first job was not disturbed
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=60)
+    assert second.returncode == 2, (out.decode(), err.decode())
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and f"in use by another process (pid {first.pid})" in lines[0], lines
+    third = _cli("run", "--config", str(cfg), "--quiet")
+    out, err = third.communicate(timeout=240)
+    assert third.returncode == 0, err.decode()
+    for name in ("scores.jsonl", "dead.jsonl"):
+        assert (tmp_path / name).read_bytes() == (ref_dir / name).read_bytes(), name
 
 
 # --------------------------------------------------------------------------------------- config
