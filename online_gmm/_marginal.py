@@ -150,6 +150,23 @@ class RowScorer:
         xc = np.subtract(x, self._prep["c"], out=ws["xc"])
         return self._row(xc, self._prep, ws)
 
+    def overflow_safe(self, x) -> tuple[np.ndarray, float, np.ndarray]:
+        """One record through :class:`~online_gmm._em.Scorer`'s overflow-safe path, for a record
+        whose one-row result was not finite: (log w_k + log N(x | k) of shape (K,), never NaN;
+        log p(x), -inf when it underflows under every component; responsibilities of shape (K,),
+        by the Scorer's rule for such records: the nearest component in Mahalanobis distance).
+
+        Parameters
+        ----------
+        x : sequence of float or ndarray of shape (n_features,)
+        """
+        X = np.asarray(x, dtype=np.float64).reshape(1, -1)
+        scorer = Scorer(self.params)
+        with np.errstate(over="ignore", invalid="ignore"):
+            wlp = scorer.weighted_log_prob(X)[0]
+            log_resp, log_p = scorer.log_resp(X)
+        return wlp, float(log_p[0]), np.exp(log_resp[0])
+
     @staticmethod
     def log_sum(wlp: np.ndarray) -> float:
         """log sum_k exp(wlp_k) of one row, shape (n_components,) -> float."""

@@ -32,6 +32,13 @@ from online_gmm._suffstats import SufficientStatistics
 __all__ = ["OnlineEM", "ComponentReseededWarning", "RefusedRecordsError", "Refused", "MAX_ABS",
            "screen_extreme"]
 
+#: Largest ratio of a component's variance in a feature to the data's (the mixture's variance of that
+#: feature before the update; in the warm-up, the buffer's robust variance, floored at reg_covar)
+#: that an update may produce: a component stretched 1e6 standard deviations of the data is the
+#: mark of a record far outside the data, and its covariance's Cholesky factor then has too few
+#: significant digits for the next updates to stay well-defined (a factor of 1e15 fails outright).
+SCALE_LIMIT = 1e12
+
 #: ``(id, reason)`` of a record kept out of the model
 Refused = tuple[int, str]
 
@@ -289,6 +296,10 @@ class OnlineEM:
         params = stats.to_params(self.reg_covar)
         if not (stats.is_finite() and params.is_finite()):
             raise ValueError("the warm-up fit produced non-finite parameters")
+        # the buffer's robust variance (normal-consistent MAD squared), floored at reg_covar
+        med = np.median(Xb, axis=0)
+        mad = np.median(np.abs(Xb - med), axis=0)
+        _check_scale(params, np.maximum((1.4826 * mad) ** 2, self.reg_covar))
         return stats, params, t
 
     def _finish_warm_up(self) -> None:
@@ -322,7 +333,17 @@ class OnlineEM:
             params = new.to_params(self.reg_covar)
         if not (new.is_finite() and params.is_finite()):
             raise ValueError("the update produced non-finite parameters; the state was left unchanged")
+        _check_scale(params, self._data_variances())
         return new, params, reseeded, n, m, ll
+
+    def _data_variances(self) -> np.ndarray:
+        """The current mixture's variance of each feature (floored at reg_covar), cached per
+        parameter set: the reference scale of :data:`SCALE_LIMIT`."""
+        cached = getattr(self, "_ref_var", None)
+        if cached is None or cached[0] is not self.params:
+            cached = (self.params, np.maximum(_mixture_variances(self.params), self.reg_covar))
+            self._ref_var = cached
+        return cached[1]
 
     def step(self, X: np.ndarray, sample_weight: np.ndarray | None = None,
              batch: tuple[SufficientStatistics, float] | None = None,
@@ -507,7 +528,13 @@ class OnlineEM:
         # the cached Scorer holds kernel functions and buffers: rebuilt on demand, never pickled
         state = self.__dict__.copy()
         state["_scorer"] = None
+        state.pop("_ref_var", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "_buf_ids" not in state:   # pickled before the buffered rows kept ids: -1, "unknown"
+            self._buf_ids = [np.full(len(b), -1, dtype=np.int64) for b in self._buf_X]
 
     # ------------------------------------------------------------------ serialisation
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -548,6 +575,35 @@ class OnlineEM:
         else:
             self.stats = self.params = None
             self._scorer = None
+
+
+def _component_variances(params: GaussianParams) -> np.ndarray:
+    """Each component's variance in each feature, shape (K, D), whatever the covariance type."""
+    cov = params.covariance_matrices()
+    k_comp, d = params.means.shape
+    if params.covariance_type == "full":
+        return np.diagonal(cov, axis1=1, axis2=2)
+    if params.covariance_type == "tied":
+        return np.broadcast_to(np.diag(cov), (k_comp, d))
+    if params.covariance_type == "diag":
+        return cov
+    return np.broadcast_to(cov[:, None], (k_comp, d))
+
+
+def _mixture_variances(params: GaussianParams) -> np.ndarray:
+    """The mixture's variance of each feature, shape (D,)."""
+    w = params.weights
+    mean = w @ params.means
+    return w @ (_component_variances(params) + (params.means - mean) ** 2)
+
+
+def _check_scale(params: GaussianParams, ref: np.ndarray) -> None:
+    """Raise ValueError if a component's variance exceeds :data:`SCALE_LIMIT` times ``ref`` (D,)."""
+    ratio = _component_variances(params) / ref
+    if ratio.max() > SCALE_LIMIT:
+        k, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        raise ValueError(f"component {k}'s covariance would be ill-defined: its variance in feature "
+                         f"{j} would be {ratio[k, j]:.3g} times the data's")
 
 
 def _bisect(ok: Callable[[int], bool], lo: int, hi: int) -> int | None:

@@ -93,15 +93,23 @@ import numpy as np
 from river import base
 
 from online_gmm._batch import BatchInit
-from online_gmm._em import GaussianParams, Scorer
+from online_gmm._em import _FAR, GaussianParams, Scorer
 from online_gmm._gaussian import KERNELS
 from online_gmm._init import INIT_METHODS
 from online_gmm._marginal import MarginalCache, RowScorer, incomplete_statistics
-from online_gmm._online import OnlineEM
+from online_gmm._online import OnlineEM, screen_extreme
 from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
 
 __all__ = ["OnlineGMM", "GMMAnomalyDetector"]
+
+
+def _overflowed(how: tuple) -> tuple[np.ndarray, float, np.ndarray]:
+    """A record of ``_wlp_one`` (``how``: its evaluator and values) through the core's overflow-safe
+    path: (weighted log-probabilities, log p, responsibilities). Called only when the one-row
+    result is not finite (a Mahalanobis distance overflowed), so a clean record pays nothing."""
+    evaluator, z = how
+    return evaluator.overflow_safe(z)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -239,6 +247,9 @@ class _DictGMM:
         self.n_incomplete_learned_ = 0
         #: incomplete records not learned (warm-up, learn_incomplete=False, nothing observed)
         self.n_incomplete_skipped_ = 0
+        #: records kept out of the model although buffered (counted in ``n_learned_``): a value
+        #: beyond 1e150 in magnitude, or a record that would make an update ill-defined
+        self.n_refused_ = 0
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
@@ -266,6 +277,8 @@ class _DictGMM:
             self.learn_incomplete = False
             self.n_incomplete_learned_, self.n_incomplete_skipped_ = 0, self.n_incomplete_
             self._n_buf_incomplete = 0
+        if "n_refused_" not in state:
+            self.n_refused_ = 0
         if online is not None and online.initialised:
             self._set_evaluators()
 
@@ -386,14 +399,24 @@ class _DictGMM:
         it may hold incomplete rows (NaN where missing), learned in the same update.
         """
         online = self._online
+        keep, refused = screen_extreme(X, np.arange(X.shape[0]))
+        if refused:                                  # too large for the arithmetic: kept out
+            self.n_refused_ += len(refused)
+            self._n_buf_incomplete -= int(np.isnan(X[~keep]).any(axis=1).sum())
+            X = X[keep]
         if online.initialised:
             if self._scale is not None:
                 X -= self._shift                     # incomplete rows: on their observed features
                 X /= self._scale
             if self._n_buf_incomplete:
-                self._step_incomplete(X)
-            else:
-                online.step(X)
+                try:
+                    self._step_incomplete(X)
+                except ValueError:                   # ill-defined: the complete rows, guarded
+                    complete = ~np.isnan(X).any(axis=1)
+                    self.n_refused_ += int((~complete).sum())
+                    self.n_refused_ += len(online.update(X[complete], on_refused="skip"))
+            elif X.shape[0]:
+                self.n_refused_ += len(online.update(X, on_refused="skip"))
         else:
             self._warm.append(X.copy())
             self._n_warm += X.shape[0]
@@ -444,7 +467,7 @@ class _DictGMM:
             self._log_scale = np.log(self._scale)
             W -= self._shift
             W /= self._scale
-        self._online.update(W)
+        self.n_refused_ += len(self._online.update(W, on_refused="skip"))
 
     def flush(self) -> None:
         """Apply the buffered records now (a partial batch), so that they become visible."""
@@ -537,10 +560,10 @@ class _DictGMM:
         return A
 
     # ------------------------------------------------------------------ inference, one record
-    def _wlp_one(self, x: dict, view: _View) -> tuple[np.ndarray | None, float]:
+    def _wlp_one(self, x: dict, view: _View) -> tuple[np.ndarray | None, float, tuple]:
         """log w_k + log N(z_o | k) over the observed features ``o``, shape (K,) (None if no feature
-        is observed), and ``sum_o log scale_o`` (0.0 without standardisation); ``z`` is the record
-        in the model's units."""
+        is observed), ``sum_o log scale_o`` (0.0 without standardisation), and (evaluator, ``z_o``)
+        for :func:`_overflowed`; ``z`` is the record in the model's units."""
         try:
             vals = [x[k] for k in self._keys]
             s = sum(vals)
@@ -550,22 +573,23 @@ class _DictGMM:
         scale = view.scale
         if ok:
             if scale is None:
-                return view.row.weighted_log_prob(vals), 0.0
+                return view.row.weighted_log_prob(vals), 0.0, (view.row, vals)
             z = np.subtract(vals, view.shift)
             z /= scale
-            return view.row.weighted_log_prob(z), view.log_det
+            return view.row.weighted_log_prob(z), view.log_det, (view.row, z)
         row = self._values(x)
         observed = ~np.isnan(row)
         if not observed.any():
-            return None, 0.0
+            return None, 0.0, ()
         jac = 0.0
         if scale is not None:
             row -= view.shift
             row /= scale
             jac = float(view.log_scale[observed].sum())
         if observed.all():
-            return view.row.weighted_log_prob(row), jac
-        return view.marginals.get(observed).weighted_log_prob(row[observed]), jac
+            return view.row.weighted_log_prob(row), jac, (view.row, row)
+        evaluator = view.marginals.get(observed)
+        return evaluator.weighted_log_prob(row[observed]), jac, (evaluator, row[observed])
 
     def _log_likelihood_one(self, x: dict) -> float:
         view = self._fitted
@@ -573,8 +597,13 @@ class _DictGMM:
             view = self._provisional()
             if view is None:
                 return 0.0
-        wlp, jac = self._wlp_one(x, view)
-        return 0.0 if wlp is None else RowScorer.log_sum(wlp) - jac
+        wlp, jac, how = self._wlp_one(x, view)
+        if wlp is None:
+            return 0.0
+        ll = RowScorer.log_sum(wlp)
+        if not math.isfinite(ll):                    # overflow (or -inf): never NaN, never plausible
+            ll = _overflowed(how)[1]
+        return ll - jac
 
     #: score records during the warm-up with a provisional diagonal Gaussian (anomaly detector only)
     _provisional_scores = False
@@ -631,11 +660,17 @@ class _DictGMM:
         view = self._fitted
         if view is None:
             return {k: 1.0 / k_comp for k in range(k_comp)}
-        wlp, _ = self._wlp_one(x, view)
+        wlp, _, how = self._wlp_one(x, view)
         if wlp is None:
             p = self._online.params.weights
         else:
-            p = np.exp(wlp - RowScorer.log_sum(wlp))
+            ll = RowScorer.log_sum(wlp)
+            if math.isfinite(ll):
+                p = np.exp(wlp - ll)
+                if ll < -_FAR:               # log p absorbed the log of the sum: normalise
+                    p /= p.sum()
+            else:
+                p = _overflowed(how)[2]
         return {k: float(v) for k, v in enumerate(p)}
 
     def predict_one(self, x: dict) -> int:
@@ -643,8 +678,11 @@ class _DictGMM:
         view = self._fitted
         if view is None:
             return 0
-        wlp, _ = self._wlp_one(x, view)
-        return int((self._online.params.weights if wlp is None else wlp).argmax())
+        wlp, _, how = self._wlp_one(x, view)
+        if wlp is None:
+            return int(self._online.params.weights.argmax())
+        k = int(wlp.argmax())
+        return k if math.isfinite(wlp[k]) else int(_overflowed(how)[2].argmax())
 
     def score_one(self, x: dict) -> float:
         """Negative log-likelihood of the observed features of ``x``: higher is more anomalous.
@@ -656,7 +694,7 @@ class _DictGMM:
         return -self._log_likelihood_one(x)
 
     # ------------------------------------------------------------------ inference, many records
-    def _wlp_many(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _wlp_many(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple | None]:
         """For the rows of a DataFrame: log w_k + log N(z_o | k), shape (n, K); log p(z_o), shape (n,)
         (0.0 where nothing is observed); and ``sum_o log scale_o``, shape (n,) (zeros without
         standardisation), so that log p(x_o) = log p(z_o) - that sum."""
@@ -682,19 +720,32 @@ class _DictGMM:
                 sub = self._marginals.get(pat).params
                 wlp[rows] = Scorer(sub).weighted_log_prob(np.ascontiguousarray(A[np.ix_(rows, np.flatnonzero(pat))]))
         m = wlp.max(axis=1)
-        log_p = m + np.log(np.exp(wlp - m[:, None]).sum(axis=1))
+        with np.errstate(invalid="ignore"):
+            log_p = m + np.log(np.exp(wlp - m[:, None]).sum(axis=1))
+        lost = np.flatnonzero(~np.isfinite(m) & obs.any(axis=1))
+        if lost.size:          # zero density under every component (overflow): log p = -inf, and
+            log_p[lost] = -np.inf   # the responsibilities of the core's rule (see predict_proba_many)
+            lost_resp = (lost, np.stack([
+                (self._row if obs[i].all() else self._marginals.get(obs[i])).overflow_safe(
+                    A[i, obs[i]])[2] for i in lost.tolist()]))
+        else:
+            lost_resp = None
         none = ~obs.any(axis=1)
         log_p[none] = 0.0
         jac = np.zeros(n) if self._scale is None else obs @ self._log_scale
-        return wlp, log_p, jac
+        return wlp, log_p, jac, lost_resp
 
     def predict_many(self, X):
         """Most probable component of each row of a DataFrame, as a pandas Series of int."""
         import pandas as pd
         if self._row is None:
             return pd.Series(np.zeros(len(X), dtype=int), index=X.index)
-        wlp, _, _ = self._wlp_many(X)
-        return pd.Series(wlp.argmax(axis=1), index=X.index)
+        wlp, _, _, lost = self._wlp_many(X)
+        labels = wlp.argmax(axis=1)
+        if lost is not None:
+            rows, resp = lost
+            labels[rows] = resp.argmax(axis=1)
+        return pd.Series(labels, index=X.index)
 
     def predict_proba_many(self, X):
         """Posterior probabilities, a DataFrame of shape (n_samples, n_components)."""
@@ -702,9 +753,16 @@ class _DictGMM:
         k_comp = self.n_components
         if self._row is None:
             return pd.DataFrame(np.full((len(X), k_comp), 1.0 / k_comp), index=X.index)
-        wlp, log_p, _ = self._wlp_many(X)
+        wlp, log_p, _, lost = self._wlp_many(X)
         none = np.isnan(self._frame(X)).all(axis=1)
-        p = np.exp(wlp - log_p[:, None])
+        with np.errstate(invalid="ignore"):
+            p = np.exp(wlp - log_p[:, None])
+        far = log_p < -_FAR                   # log p absorbed the log of the sum: normalise
+        if far.any():
+            p[far] /= p[far].sum(axis=1, keepdims=True)
+        if lost is not None:
+            rows, resp = lost
+            p[rows] = resp
         p[none] = self._online.params.weights
         return pd.DataFrame(p, index=X.index)
 
@@ -715,7 +773,7 @@ class _DictGMM:
             if self._provisional() is None:
                 return pd.Series(np.zeros(len(X)), index=X.index)
             return pd.Series([self.score_one(x) for x in X.to_dict(orient="records")], index=X.index)
-        _, log_p, jac = self._wlp_many(X)
+        _, log_p, jac, _ = self._wlp_many(X)
         return pd.Series(jac - log_p, index=X.index)
 
     @classmethod

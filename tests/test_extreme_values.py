@@ -237,3 +237,55 @@ def test_fit_names_rows_too_large():
     with pytest.raises(ValueError, match=r"fit: rows \[12\] of X cannot be learned.*value -1e\+200 "
                                          r"in feature 0"):
         OnlineGaussianMixture(n_components=2).fit(X)
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_river_learners_skip_and_count_records_they_cannot_learn(ctype):
+    from online_gmm.river import GMMAnomalyDetector, OnlineGMM
+    X = np.random.RandomState(1).randn(3000, 3)
+    for cls in (OnlineGMM, GMMAnomalyDetector):
+        model = cls(n_components=3, covariance_type=ctype, seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i, r in enumerate(X):
+                x = {"a": r[0], "b": r[1], "c": r[2]}
+                if i in (150, 1500):                   # in the warm-up (100 records) and after it
+                    x = {"a": 1e308, "b": -1e200, "c": 0.0}
+                if i in (160, 1600):
+                    x = {"a": 1e15, "b": 1e15, "c": 1e15}
+                model.learn_one(x)                     # never raises
+            model.flush()
+        assert model.n_refused_ == 4
+        assert model.online_.params.is_finite()
+        scores = []
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for v in RAY:
+                x = {"a": v, "b": -v, "c": 0.5 * v}
+                scores.append(model.score_one(x))
+                if cls is OnlineGMM:
+                    p = np.array(list(model.predict_proba_one(x).values()))
+                    assert not np.isnan(p).any() and np.isclose(p.sum(), 1.0)
+                    assert model.predict_one(x) == p.argmax()
+        scores = np.array(scores)
+        assert not np.isnan(scores).any()
+        assert np.all(scores[1:] >= scores[:-1]) and scores[-1] == np.inf
+
+
+def test_river_many_records_paths_never_give_nan():
+    import pandas as pd
+
+    from online_gmm.river import OnlineGMM
+    X = np.random.RandomState(2).randn(600, 2)
+    model = OnlineGMM(n_components=2, covariance_type="tied", seed=0)
+    model.learn_many(pd.DataFrame(X, columns=["a", "b"]))
+    df = pd.DataFrame({"a": [1.0, 1e100, 1e200, 1.7e308, 1e300], "b": [0.0, -1e100, 0.0, 1e308, None]})
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = model.score_many(df).to_numpy()
+        proba = model.predict_proba_many(df).to_numpy()
+        labels = model.predict_many(df).to_numpy()
+    assert not np.isnan(scores).any() and np.all(scores[1:4] > 1e190)
+    assert not np.isnan(proba).any()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(labels, proba.argmax(axis=1))
