@@ -7,7 +7,7 @@ from connectors.base import Batch, ConnectorError, PositionError, Reject, Sink, 
 from connectors.broker import LocalBroker
 from connectors.deadletter import DeadLetterSink
 from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, RawArrayDecoder
-from connectors.files import CSVSink, CSVSource, JSONLinesSink, JSONLinesSource, ParquetSource
+from connectors.files import CSVSink, CSVSource, JSONLinesSink, JSONLinesSource, ParquetSink, ParquetSource
 from connectors.lines import RotationWarning, TruncationWarning
 from connectors.kafka import KafkaSink, KafkaSource
 from connectors.memory import MemorySink, MemorySource
@@ -26,6 +26,7 @@ __all__ = [
     "CSVSource",
     "JSONLinesSource",
     "ParquetSource",
+    "ParquetSink",
     "JSONLinesSink",
     "CSVSink",
     "DeadLetterSink",

@@ -72,13 +72,14 @@ The implementations live in :mod:`connectors.lines` (JSON Lines and CSV sources)
 from __future__ import annotations
 
 from connectors.lines import CSVSource, JSONLinesSource
-from connectors.parquet import ParquetSource
+from connectors.parquet import ParquetSink, ParquetSource
 from connectors.sinks import CSVSink, JSONLinesSink, to_json_line
 
 __all__ = [
     "CSVSource",
     "JSONLinesSource",
     "ParquetSource",
+    "ParquetSink",
     "JSONLinesSink",
     "CSVSink",
     "to_json_line",
