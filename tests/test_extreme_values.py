@@ -289,3 +289,25 @@ def test_river_many_records_paths_never_give_nan():
     assert not np.isnan(proba).any()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_array_equal(labels, proba.argmax(axis=1))
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_marginal_one_row_scoring_of_extreme_records(ctype):
+    # an incomplete record is scored by the marginal over its observed features, on one row
+    from online_gmm._marginal import RowScorer, marginal_params
+    from tests._params import random_params
+    params = random_params(ctype, k=3, d=4, seed=3)
+    row = RowScorer(marginal_params(params, [0, 2]))
+    prev = np.inf
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for v in RAY:
+            wlp, log_p, resp = row.overflow_safe([v, -v])
+            assert not np.isnan(wlp).any() and not np.isnan(resp).any()
+            assert np.isclose(resp.sum(), 1.0)
+            assert log_p <= prev
+            fast = RowScorer.log_sum(row.weighted_log_prob([v, -v]))
+            if np.isfinite(fast):
+                assert np.isclose(fast, log_p, rtol=1e-9)
+            prev = log_p
+    assert prev == -np.inf
