@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -279,12 +279,14 @@ def _run_job(pipe: Pipeline, created: list[_CreatedFiles], **kwargs: Any) -> Run
             return _run_with_progress(pipe, on_batch=on_batch, **kwargs)
         finally:
             pipe.close()
-    except Exception as exc:
+    except BaseException as exc:
         if not processed[0]:
             for c in created:
                 c.remove()
             if isinstance(exc, (*_error_types(), ValueError)):
                 raise Mistake(_describe(exc)) from None
+            raise
+        if not isinstance(exc, Exception):
             raise
         if isinstance(exc, _error_types()):
             raise JobFailed(f"{_describe(exc)} (the job resumes from its last checkpoint when run "
@@ -393,7 +395,10 @@ def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
     try:
         kafka_cfg = None
         if kafka:
-            broker, kafka_cfg = _demo_broker()
+            try:
+                broker, kafka_cfg = _demo_broker()
+            except _error_types() as exc:
+                raise JobFailed(f"cannot start the demo's local Kafka broker: {_describe(exc)}") from None
         cfg, pipe = _start(lambda: demo_config(out_dir, kafka=kafka_cfg), created)
         click.echo(f"online-gmm demo: {'Kafka topic ' + kafka_cfg['topic'] if kafka_cfg else cfg['source']['path']}"
                    f" -> {out_dir}/")
@@ -454,7 +459,18 @@ def _injected_anomalies_caught(scores: Path) -> tuple[int, int, int, int] | None
             len(records))
 
 
-def _demo_broker():
+def _demo_broker() -> tuple[Any, dict[str, str]]:
+    """Start a local broker, create the demo's topics and produce the bundled events to it.
+
+    Returns
+    -------
+    broker : connectors.broker.LocalBroker
+        Started; the caller stops it. It is stopped here if anything after its start fails.
+    settings : dict
+        ``servers``, ``topic`` and ``anomaly_topic``.
+    """
+    import gzip
+
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
@@ -463,19 +479,21 @@ def _demo_broker():
 
     broker = LocalBroker()
     broker.start()
-    servers = broker.bootstrap_servers
-    admin = KafkaAdminClient(bootstrap_servers=servers)
-    topic, anomaly_topic = "events", "anomalies"
-    admin.create_topics([NewTopic(topic, 1, 1), NewTopic(anomaly_topic, 1, 1)])
-    admin.close()
-    import gzip
-
-    producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
-    with gzip.open(demo_events_path(), "rb") as fh:
-        for line in fh:
-            producer.send(topic, line.rstrip(b"\n"))
-    producer.flush()
-    producer.close()
+    try:
+        servers = broker.bootstrap_servers
+        admin = KafkaAdminClient(bootstrap_servers=servers)
+        topic, anomaly_topic = "events", "anomalies"
+        admin.create_topics([NewTopic(topic, 1, 1), NewTopic(anomaly_topic, 1, 1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
+        with gzip.open(demo_events_path(), "rb") as fh:
+            for line in fh:
+                producer.send(topic, line.rstrip(b"\n"))
+        producer.flush()
+        producer.close()
+    except BaseException:
+        broker.stop()
+        raise
     click.echo(f"local broker on {servers}: produced the demo events to topic {topic!r}")
     return broker, {"servers": servers, "topic": topic, "anomaly_topic": anomaly_topic}
 
