@@ -310,6 +310,22 @@ def test_seek_validates_position(kafka_broker, kafka_topic, kafka_group, client)
         assert json.loads(json.dumps(src.position())) == src.position()
 
 
+def test_seek_in_place_rereads_from_there(kafka_broker, kafka_topic, kafka_group, client):
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(2)
+    raws, _ = make_events(100, bad_every=None)
+    produce(bs, topic, raws, partitions=2)
+    with source(bs, topic, client, kafka_group()) as src:
+        first = drain(src, 100)
+        assert sum(b.n_records for b in first) == 100 and src.assignment() == [(topic, 0), (topic, 1)]
+        src.seek({topic: {"0": 40, "1": 45}})  # both partitions owned: applied at once
+        assert src.position() == {topic: {"0": 40, "1": 45}}
+        again = drain(src, 15)
+        assert src.position() == {topic: {"0": 50, "1": 50}}
+    keys = sorted((m["partition"], m["offset"]) for b in again for m in b.meta)
+    assert keys == [(0, o) for o in range(40, 50)] + [(1, o) for o in range(45, 50)]
+
+
 # ---------------------------------------------------------------------- lost positions
 @pytest.fixture()
 def own_broker():
