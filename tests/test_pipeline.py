@@ -291,8 +291,8 @@ def _outputs(folder: Path) -> dict[str, bytes]:
 
 
 def test_killed_before_its_first_checkpoint_leaves_no_doubled_output(tmp_path, events):
-    """Issue 14.1: SIGKILL before the first checkpoint, then a fresh start; and again after the
-    checkpoints were deleted. Every sink (JSON lines, dead letters, CSV with its header) must end
+    """Issue 14.1: SIGKILL before the first checkpoint (plus a torn line, as a full disk leaves), then
+    a fresh start; and again after the checkpoints were deleted. Every sink (JSON lines, dead letters, CSV with its header) must end
     byte-identical to an uninterrupted run's, not hold the first attempt's lines twice."""
     path, _ = events
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
@@ -315,6 +315,8 @@ def test_killed_before_its_first_checkpoint_leaves_no_doubled_output(tmp_path, e
     proc.communicate(timeout=60)
     assert killed, "the run finished before it could be killed: the test lost its point"
     assert not list((run_dir / "ck").glob("ckpt-*.npz")) and scores.stat().st_size > 0
+    with open(scores, "ab") as fh:     # what a full disk leaves: a torn last line
+        fh.write(b'{"source": "events", "line": 12')
     again = _cli("run", "--config", str(cfg), "--quiet")
     out, err = again.communicate(timeout=240)
     assert again.returncode == 0, err.decode()
