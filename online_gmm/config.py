@@ -210,6 +210,16 @@ def _check_values(section: str, table: Mapping[str, Any], specs: Mapping[str, _S
             raise ConfigError(f"[{section}] {key} {problem}")
 
 
+def _check_sink_needs(name: str, sink: Mapping[str, Any]) -> None:
+    """The keys a sink type cannot do without, checked at load rather than when the job starts."""
+    kind = sink["type"]
+    needs = {"jsonl": ("path",), "csv": ("path", "fields"), "parquet": ("path",),
+             "kafka": ("topic", "bootstrap_servers")}.get(kind, ())
+    missing = [key for key in needs if not sink.get(key)]
+    if missing:
+        raise ConfigError(f"[sinks.{name}] type {kind!r} needs {', '.join(map(repr, missing))}")
+
+
 def _check_model(model: Mapping[str, Any]) -> None:
     """Check ``[model]`` with the estimator's own parameter constraints (types and ranges)."""
     from online_gmm.estimator import OnlineGaussianMixture
@@ -274,6 +284,7 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                 if cfg["sinks"][name]["type"] not in ("jsonl", "csv", "parquet", "kafka"):
                     raise ConfigError(f"[sinks.{name}] type must be 'jsonl', 'csv', 'parquet' or 'kafka', "
                                       f"got {sink.get('type')!r}")
+                _check_sink_needs(name, cfg["sinks"][name])
         else:
             _check_keys(section, given, defaults)
             _check_values(section, given, SPECS.get(section, {}))

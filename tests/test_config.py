@@ -127,3 +127,13 @@ def test_cli_names_the_key_in_one_line_with_exit_2(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert lines == ["Error: [checkpoint] every must be an integer >= 1, got 'often'"], res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "job.toml"]
+
+
+@pytest.mark.parametrize("sink, expected", [
+    ({"type": "jsonl"}, r"\[sinks.scores\] type 'jsonl' needs 'path'"),
+    ({"type": "csv", "path": "o.csv"}, r"\[sinks.scores\] type 'csv' needs 'fields'"),
+    ({"type": "kafka", "topic": "t"}, r"\[sinks.scores\] type 'kafka' needs 'bootstrap_servers'"),
+])
+def test_a_sink_missing_what_its_type_needs_is_refused_at_load(sink, expected):
+    with pytest.raises(ConfigError, match=expected):
+        parse_config({**BASE, "sinks": {"scores": sink}})
