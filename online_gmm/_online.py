@@ -29,8 +29,8 @@ from online_gmm._em import EMResult, GaussianParams, Scorer
 from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
 
-__all__ = ["OnlineEM", "ComponentReseededWarning", "RefusedRecordsError", "Refused", "MAX_ABS",
-           "screen_extreme"]
+__all__ = ["MAX_ABS", "SCALE_LIMIT", "ComponentReseededWarning", "OnlineEM", "Refused",
+           "RefusedRecordsError", "screen_extreme"]
 
 #: Largest ratio of a component's variance in a feature to the data's (the mixture's variance of that
 #: feature before the update; in the warm-up, the buffer's robust variance, floored at reg_covar)
@@ -91,8 +91,9 @@ def screen_extreme(X: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray | None, l
     refused = []
     for i in rows.tolist():
         j = int(np.argmax(np.where(big[i], np.abs(X[i]), -1.0)))
-        refused.append((int(ids[i]), f"value {X[i, j]:.3g} in feature {j} is too large for the "
-                        f"model's arithmetic (|x| > {MAX_ABS:.0e})"))
+        why = (f"value {X[i, j]:.3g} in feature {j} is too large for the model's arithmetic "
+               f"(|x| > {MAX_ABS:.0e})")
+        refused.append((int(ids[i]), why))
     keep = np.ones(X.shape[0], dtype=bool)
     keep[rows] = False
     return keep, refused
@@ -259,8 +260,9 @@ class OnlineEM:
             raise first_error
         bad = order[:k]
         what = "non-finite" if "non-finite" in str(first_error) else "ill-defined covariances"
-        refused = [(int(idb[i]), f"learning this record would give the warm-up fit {what} (the "
-                    f"record lies {z[i]:.3g} median absolute deviations from the buffer's median)")
+        refused = [(int(idb[i]), (f"learning this record would give the warm-up fit {what} (the "
+                                  f"record lies {z[i]:.3g} median absolute deviations from the "
+                                  "buffer's median)"))
                    for i in np.sort(bad).tolist()]
         if on_refused == "raise" and np.isin(idb[bad], self._buf_ids[-1]).any():
             self._unbuffer_last()
@@ -426,9 +428,9 @@ class OnlineEM:
             wlp = log_resp[i, c] + log_p[i]
             q = 2.0 * (prep["const"][c] + prep["logw"][c] - wlp)
             dist = float(np.sqrt(q)) if np.isfinite(q) and q >= 0 else float("inf")
-            refused.append((int(ids[i]), f"learning this record would make component {c}'s covariance "
-                            f"{what} (the record lies {dist:.3g} standard deviations from that "
-                            f"component's mean)"))
+            why = (f"learning this record would make component {c}'s covariance {what} (the record "
+                   f"lies {dist:.3g} standard deviations from that component's mean)")
+            refused.append((int(ids[i]), why))
         if on_refused == "raise":
             raise _refusal(refused)
         mask = mask_of(k)

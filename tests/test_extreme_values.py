@@ -91,8 +91,8 @@ def test_screen_extreme_names_the_row_feature_and_bound():
     X[2, 1] = -1e308
     keep, refused = screen_extreme(X, np.array([10, 11, 12, 13]))
     np.testing.assert_array_equal(keep, [True, True, False, True])
-    assert refused == [(12, "value -1e+308 in feature 1 is too large for the model's arithmetic "
-                            "(|x| > 1e+150)")]
+    assert refused == [(12, ("value -1e+308 in feature 1 is too large for the model's arithmetic "
+                             "(|x| > 1e+150)"))]
     assert screen_extreme(np.full((3, 2), MAX_ABS), np.arange(3)) == (None, [])
 
 
