@@ -350,3 +350,16 @@ def test_relative_paths_are_resolved_against_the_config_folder(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (job / "out" / "scores.jsonl").stat().st_size > 0 and any((job / "ck").glob("ckpt-*.npz"))
     assert list(elsewhere.iterdir()) == []
+
+
+def test_run_loads_no_plotting_or_cluster_library(tmp_path):
+    """`online-gmm run` on a JSON lines job imports neither matplotlib nor Dask (only where used)."""
+    from online_gmm.demo import write_events
+    write_events(tmp_path / "in.jsonl", n=600, seed=1)
+    cfg = _job(tmp_path)
+    code = ("from online_gmm.cli import main\ntry:\n"
+            f"    main(['run', '--config', {str(cfg)!r}, '--quiet'])\nexcept SystemExit as exc:\n"
+            "    assert not exc.code, exc.code")
+    loaded = _loaded_after(code)
+    assert "numpy" in loaded                               # it did run
+    assert not {"matplotlib", "dask", "distributed"} & set(loaded), loaded
