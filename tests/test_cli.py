@@ -363,3 +363,21 @@ def test_run_loads_no_plotting_or_cluster_library(tmp_path):
     loaded = _loaded_after(code)
     assert "numpy" in loaded                               # it did run
     assert not {"matplotlib", "dask", "distributed"} & set(loaded), loaded
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+@pytest.mark.parametrize("which", ["scores", "ck"])
+def test_unwritable_output_or_checkpoint_folder_is_one_line(tmp_path, which):
+    from online_gmm.demo import write_events
+    write_events(tmp_path / "in.jsonl", n=300, seed=1)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        cfg = _job(tmp_path, **({"scores": "locked/scores.jsonl"} if which == "scores" else {"ck": "locked/ck"}))
+        before = _files(tmp_path)
+        res = _online_gmm("run", "--config", str(cfg), "--quiet", cwd=tmp_path)
+        _assert_one_line(res, "is not writable")
+        assert _files(tmp_path) == before
+    finally:
+        locked.chmod(0o700)
