@@ -350,12 +350,13 @@ def build_source(cfg: Mapping[str, Any]):
     if kind == "jsonl":
         from connectors.files import JSONLinesSource
         return JSONLinesSource(cfg["path"], fields=cfg["fields"], missing=cfg["missing"],
-                               follow=cfg["follow"], name=cfg["name"], timeout=cfg["timeout"])
+                               follow=cfg["follow"], name=cfg["name"], timeout=cfg["timeout"],
+                               carry=cfg["carry"] or ())
     if kind == "csv":
         from connectors.files import CSVSource
         return CSVSource(cfg["path"], columns=cfg["columns"] or cfg["fields"], header=cfg["header"],
                          delimiter=cfg["delimiter"], missing=cfg["missing"], follow=cfg["follow"],
-                         name=cfg["name"], timeout=cfg["timeout"])
+                         name=cfg["name"], timeout=cfg["timeout"], carry=cfg["carry"] or ())
     if kind == "parquet":
         from connectors.files import ParquetSource
         return ParquetSource(cfg["path"], columns=cfg["columns"] or cfg["fields"], missing=cfg["missing"],
@@ -363,7 +364,8 @@ def build_source(cfg: Mapping[str, Any]):
     from connectors.decoders import JSONDecoder
     from connectors.kafka import KafkaSource
     return KafkaSource(cfg["topics"], cfg["bootstrap_servers"], cfg["group_id"],
-                       JSONDecoder(cfg["fields"], missing=cfg["missing"]), name=cfg["name"],
+                       JSONDecoder(cfg["fields"], missing=cfg["missing"], carry=cfg["carry"] or ()),
+                       name=cfg["name"],
                        max_idle_s=cfg["max_idle_s"], client=cfg["client"], **dict(cfg["settings"]))
 
 

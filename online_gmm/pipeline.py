@@ -33,6 +33,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from connectors.base import DictColumn, concat_columns, constant_column, take_columns
 from connectors.deadletter import DeadLetterSink
 from online_gmm._online import rng_state_from_json, rng_state_to_json
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
@@ -151,6 +152,7 @@ class Pipeline:
         self._since_checkpoint = 0
         self._since_refit = 0
         self._pending: list[Any] = []
+        self._last_data: float | None = None   # when the source last gave a record (idle timeout)
         model._validate_params()
         self._online = None
 
@@ -216,21 +218,17 @@ class Pipeline:
             if not self._started:       # a second run() continues in memory, it does not reload
                 self._started = True
                 self.resume()
-            last_data = time.monotonic()
+            self._last_data = time.monotonic()
             done = False
             while not done and not self._stop.is_set():
                 if max_records is not None and self.summary.records >= max_records:
                     break
-                batch, status = self._read_exactly(self.batch_size)
+                batch, status = self._read_exactly(self.batch_size, idle_timeout)
                 if batch is not None:
                     self._process(*batch)
-                    last_data = time.monotonic()
                     if progress is not None:
                         progress(self.summary)
-                if status == "end":
-                    done = True
-                elif status == "idle" and idle_timeout is not None and \
-                        time.monotonic() - last_data > idle_timeout:
+                if status in ("end", "idle-timeout"):
                     done = True
             self.checkpoint()
         finally:
@@ -240,61 +238,88 @@ class Pipeline:
         self.summary.seconds += time.perf_counter() - t_start
         return self.summary
 
-    def _read_exactly(self, n: int):
-        """Read until the batch holds ``n`` good records, or the source ends or goes idle.
+    def _read_exactly(self, n: int, idle_timeout: float | None = None):
+        """Read until the batch holds ``n`` good records, or the source ends, or it stays idle.
 
         Counting good records keeps the batches of the model identical whether or not bad records are
-        mixed into the stream, and a replay cuts the same batches.
+        mixed into the stream, and a replay cuts the same batches.  A partial batch waits for the rest
+        while records keep arriving; after ``idle_timeout`` seconds without one (or on a stop) it is
+        processed as it is, like the last batch of a finished source.
+
+        Returns
+        -------
+        batch : (X, columns, rejects, position) or None
+            ``X`` of shape (n_good, n_features), ``columns`` a dict of arrays of length n_good.
+        status : {"records", "idle", "end", "idle-timeout"}
         """
-        xs, metas, rejects = [], [], []
+        xs, cols, lens, rejects = [], [], [], []
         good = consumed = 0
         status = "records"
+        timeout = getattr(self.source, "timeout", 1.0)
+        if idle_timeout is not None:
+            timeout = min(timeout, max(idle_timeout, 0.0))
+        since = time.monotonic() if self._last_data is None else self._last_data
+        b = None
         while good < n:
-            b = self.source.read(n - good, getattr(self.source, "timeout", 1.0))
+            b = self.source.read(n - good, timeout)
             if b.n_records:
-                xs.append(b.X)
-                metas.extend(b.meta)
+                if b.X.shape[0]:
+                    xs.append(b.X)
+                    cols.append(b.columns)
+                    lens.append(b.X.shape[0])
                 rejects.extend(b.rejects)
                 good += b.X.shape[0]
                 consumed += b.n_records
+                since = self._last_data = time.monotonic()
             status = b.status
             if status == "end":
                 break
             if status == "idle":
+                if idle_timeout is not None and time.monotonic() - since >= idle_timeout:
+                    status = "idle-timeout"
+                    break
                 if consumed == 0 or self._stop.is_set():
                     break
                 continue  # a partial batch waits for the rest, so batch boundaries stay fixed
         if consumed == 0:
             return None, status
-        xs = [x for x in xs if x.shape[0]]
-        X = np.concatenate(xs) if xs else np.empty((0, 0))
-        return (X, metas, rejects, getattr(b, "position", None)), status
+        if not xs:
+            X, columns = np.empty((0, 0)), {}
+        elif len(xs) == 1:
+            X, columns = xs[0], cols[0]
+        else:
+            X, columns = np.concatenate(xs), concat_columns(cols, lens)
+        return (X, columns, rejects, b.position), status
 
-    def _process(self, X: np.ndarray, metas: list[dict], rejects: list, position: Any) -> None:
+    def _process(self, X: np.ndarray, columns: dict[str, Any], rejects: list, position: Any) -> None:
         s = self.summary
-        s.records += X.shape[0] + len(rejects)
-        s.good += X.shape[0]
+        n_good = X.shape[0]
+        s.records += n_good + len(rejects)
+        s.good += n_good
         s.rejected += len(rejects)
         s.batches += 1
         if rejects and self.sinks["dead_letters"] is not None:
             self.sinks["dead_letters"].write_rejects(rejects, position)
-        if X.shape[0]:
+        if n_good:
             X = np.ascontiguousarray(X, dtype=np.float64)
             self._ensure_online(X.shape[1])
-            flags = self._score_and_learn(X, metas)
+            flags = self._score_and_learn(X, columns)
             # flagged records stay out of the refit sample: BIC should not be asked to model outliers
             self.reservoir.add(X if not flags.any() else X[~flags])
-        self._since_refit += X.shape[0] + len(rejects)
-        self._since_checkpoint += X.shape[0] + len(rejects)
+        # cadences count good records, so bad records mixed in leave refits and checkpoints in place
+        self._since_refit += n_good
+        self._since_checkpoint += n_good
         if self.refit_every and self._since_refit >= self.refit_every and self._online.initialised:
             self.refit_now()
         if self.store is not None and self._since_checkpoint >= self.checkpoint_every:
             self.checkpoint()
 
-    def _score_and_learn(self, X: np.ndarray, metas: list[dict]) -> np.ndarray:
+    def _score_and_learn(self, X: np.ndarray, columns: dict[str, Any]) -> np.ndarray:
+        """Score the batch, learn it, and write its score records as columns; returns the flags."""
         online = self._online
-        flags = np.zeros(X.shape[0], dtype=bool)
-        learned = [X.shape[0]]
+        n = X.shape[0]
+        flags = np.zeros(n, dtype=bool)
+        learned = [n]
 
         def decide(log_p: np.ndarray) -> np.ndarray:
             if self.anomaly is not None:
@@ -310,33 +335,33 @@ class Pipeline:
         scores_sink, anomalies_sink = self.sinks["scores"], self.sinks["anomalies"]
         if scores_sink is None and anomalies_sink is None:
             return flags
-        records = []
+        cols = dict(columns)
         if out is None:
-            for i, meta in enumerate(metas):
-                rec = {**meta, "cluster": None, "probability": None, "log_likelihood": None,
-                       "anomaly": False, "warming_up": True}
-                if self.include_features:
-                    rec["x"] = X[i].tolist()
-                records.append(rec)
+            cols["cluster"] = constant_column(None, n)
+            cols["probability"] = cols["cluster"]
+            cols["log_likelihood"] = cols["cluster"]
+            cols["anomaly"] = flags
+            if self.include_responsibilities:
+                cols["responsibilities"] = cols["cluster"]
         else:
             log_resp, log_p = out
             comp = log_resp.argmax(axis=1)
-            prob = np.exp(log_resp[np.arange(len(comp)), comp])
             labels = self._labels if self._labels is not None and len(self._labels) == log_resp.shape[1] \
                 else np.arange(log_resp.shape[1])
-            for i, meta in enumerate(metas):
-                rec = {**meta, "cluster": int(labels[comp[i]]), "probability": float(prob[i]),
-                       "log_likelihood": float(log_p[i]), "anomaly": bool(flags[i])}
-                if self.include_responsibilities:
-                    rec["responsibilities"] = {int(labels[k]): float(v)
-                                               for k, v in enumerate(np.exp(log_resp[i]))}
-                if self.include_features:
-                    rec["x"] = X[i].tolist()
-                records.append(rec)
+            cols["cluster"] = labels[comp]
+            cols["probability"] = np.exp(np.take_along_axis(log_resp, comp[:, None], axis=1)[:, 0])
+            cols["log_likelihood"] = log_p
+            cols["anomaly"] = flags
+            if self.include_responsibilities:
+                cols["responsibilities"] = DictColumn(np.exp(log_resp), [str(int(k)) for k in labels])
+        # the same columns in every batch (a columnar sink keeps one schema)
+        cols["warming_up"] = np.full(n, out is None)
+        if self.include_features:
+            cols["x"] = X
         if scores_sink is not None:
-            scores_sink.write(records)
+            scores_sink.write_columns(cols)
         if anomalies_sink is not None and flags.any():
-            anomalies_sink.write([r for r, f in zip(records, flags) if f])
+            anomalies_sink.write_columns(take_columns(cols, flags))
         return flags
 
     # ------------------------------------------------------------------------------ refits
@@ -352,7 +377,7 @@ class Pipeline:
             n_init=self.refit_n_init, rng=int(self._refit_rng.randint(np.iinfo(np.int32).max)),
             params=online.params,
             criterion=self.refit_criterion, labels=self._labels, next_label=self._next_label or None,
-            n_seen=self.summary.records)
+            n_seen=self.summary.good)
         result.apply_to(online)
         self._labels = np.asarray(result.matching.labels)
         self._next_label = int(result.matching.next_label)
