@@ -33,7 +33,7 @@ __all__ = ["MAX_ABS", "SCALE_LIMIT", "ComponentReseededWarning", "OnlineEM", "Re
            "RefusedRecordsError", "screen_extreme"]
 
 #: Largest ratio of a component's variance in a feature to the data's (the mixture's variance of that
-#: feature before the update; in the warm-up, the buffer's robust variance, floored at reg_covar)
+#: feature before the update; in the warm-up, the buffer's trimmed variance, floored at reg_covar)
 #: that an update may produce: a component stretched 1e6 standard deviations of the data is the
 #: mark of a record far outside the data, and its covariance's Cholesky factor then has too few
 #: significant digits for the next updates to stay well-defined (a factor of 1e15 fails outright).
@@ -298,10 +298,7 @@ class OnlineEM:
         params = stats.to_params(self.reg_covar)
         if not (stats.is_finite() and params.is_finite()):
             raise ValueError("the warm-up fit produced non-finite parameters")
-        # the buffer's robust variance (normal-consistent MAD squared), floored at reg_covar
-        med = np.median(Xb, axis=0)
-        mad = np.median(np.abs(Xb - med), axis=0)
-        _check_scale(params, np.maximum((1.4826 * mad) ** 2, self.reg_covar))
+        _check_scale(params, _trimmed_variances(Xb, self.reg_covar))
         return stats, params, t
 
     def _finish_warm_up(self) -> None:
@@ -597,6 +594,18 @@ def _mixture_variances(params: GaussianParams) -> np.ndarray:
     w = params.weights
     mean = w @ params.means
     return w @ (_component_variances(params) + (params.means - mean) ** 2)
+
+
+def _trimmed_variances(X: np.ndarray, floor: float) -> np.ndarray:
+    """Each feature's mean squared deviation from its median over all rows but the 1% farthest
+    from it (at least one row left out), floored at ``floor``, shape (D,): the warm-up's reference
+    scale for :data:`SCALE_LIMIT`. A few extreme records do not inflate it; a legitimate minority
+    (a feature that is zero on most rows and large on 5% of them) still counts."""
+    n = X.shape[0]
+    keep = max(1, n - max(1, int(np.ceil(0.01 * n))))
+    dev = np.abs(X - np.median(X, axis=0))
+    dev = np.partition(dev, keep - 1, axis=0)[:keep]
+    return np.maximum(np.mean(dev * dev, axis=0), floor)
 
 
 def _check_scale(params: GaussianParams, ref: np.ndarray) -> None:

@@ -311,3 +311,37 @@ def test_marginal_one_row_scoring_of_extreme_records(ctype):
                 assert np.isclose(fast, log_p, rtol=1e-9)
             prev = log_p
     assert prev == -np.inf
+
+
+def test_partial_fit_drops_an_earlier_calls_culprit_from_the_warm_up_with_a_warning():
+    X = _stream(1e15, 507)
+    model = OnlineGaussianMixture(n_components=3, covariance_type="tied", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for a in range(0, 1500, 500):
+            model.partial_fit(X[a: a + 500])
+    with pytest.warns(UserWarning, match=r"records \[507\] of earlier calls .* dropped from the "
+                                         r"warm-up buffer"):
+        model.partial_fit(X[1500:2000])
+    assert model.n_samples_seen_ == 1999
+    model.partial_fit(X[2000:2500])                  # the warm-up ends as without that record
+    assert np.isfinite(model.means_).all()
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_legitimate_heavy_data_is_not_refused(ctype):
+    # a feature zero on 95% of the rows and around 1e7 on the rest, then a level shift of 1e3
+    # standard deviations: nothing is refused
+    rng = np.random.RandomState(4)
+    X = rng.randn(6000, 4)
+    rare = rng.rand(6000) < 0.05
+    X[:, 0] = np.where(rare, 1e7 + 1e6 * rng.randn(6000), 0.0)
+    X[4000:, 1:] += 1e3
+    online = _online(ctype)
+    refused = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for a in range(0, len(X), 500):
+            refused += online.score_then_learn(X[a: a + 500], ids=np.arange(a, a + 500))[1]
+    assert refused == []
+    assert online.n_seen == len(X)
