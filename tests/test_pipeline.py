@@ -398,3 +398,53 @@ def test_resume_refuses_a_changed_model_but_not_a_changed_stop(tmp_path, events)
     changed = build_pipeline(parse_config({**base, "model": {**base["model"], "n_components": 4}}))
     with pytest.raises(ValueError, match="different model/pipeline configuration"):
         changed.run()
+
+
+# ------------------------------------------------------------------------- cadence and idle timeout
+def test_heavy_share_of_bad_records_keeps_refits_and_scores_of_the_clean_stream(tmp_path):
+    """Refit and checkpoint cadences count good records: with 14% bad lines mixed in, refits land on
+    the same good records and every score row equals the clean stream's (positions aside)."""
+    clean, dirty = tmp_path / "clean.jsonl", tmp_path / "dirty.jsonl"
+    lines, _ = __import__("online_gmm.demo", fromlist=["generate_events"]).generate_events(
+        n=12000, seed=9, anomaly_rate=0.0, bad_rate=0.0)
+    rng = np.random.default_rng(1)
+    mixed = []
+    for line in lines:
+        mixed.append(line)
+        if rng.random() < 0.16:
+            mixed.append(b'{"metrics": {"latency_ms": "n/a"}}')
+    clean.write_bytes(b"\n".join(lines) + b"\n")
+    dirty.write_bytes(b"\n".join(mixed) + b"\n")
+    runs = {}
+    for name, path in (("clean", clean), ("dirty", dirty)):
+        pipe = _pipeline(tmp_path, path, ck=f"ck-{name}", scores=f"{name}-scores.jsonl", refit_every=5000)
+        s = pipe.run()
+        pipe.close()
+        rows = [json.loads(x) for x in (tmp_path / f"{name}-scores.jsonl").read_text().splitlines()]
+        runs[name] = (s, [{k: v for k, v in r.items() if k not in ("file", "line", "offset")} for r in rows],
+                      [row["n_seen"] for row in pipe.history])
+    (cs, crows, chist), (ds, drows, dhist) = runs["clean"], runs["dirty"]
+    assert ds.rejected > 0.12 * ds.records and cs.rejected == 0
+    assert chist == dhist == [5000, 10000]
+    assert drows == crows
+    assert ds.refits == cs.refits == 2 and ds.checkpoints == cs.checkpoints
+
+
+def test_idle_timeout_stops_a_followed_run_with_a_partial_last_batch(tmp_path):
+    """Follow mode, 2 750 records and batches of 500: the last 250 are processed and the run stops
+    once the file has been idle for --idle-timeout seconds."""
+    data = tmp_path / "events.jsonl"
+    write_events(data, n=2750, seed=2, anomaly_rate=0.0, bad_rate=0.0)
+    cfg = _write_config(tmp_path, data, source_extra="follow = true")
+    text = cfg.read_text().replace("batch_size = 200", "batch_size = 500")
+    cfg.write_text(text)
+    proc = _cli("run", "--config", str(cfg), "--quiet", "--idle-timeout", "2")
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    counters = _newest_counters(tmp_path / "ck")
+    assert counters["records"] == counters["good"] == 2750
+    assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 2750
