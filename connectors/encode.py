@@ -17,10 +17,21 @@ from itertools import starmap
 from typing import Any, Mapping, Sequence
 
 import msgspec
+import numpy as np
 
 __all__ = ["json_lines", "json_records", "json_lines_of_dicts"]
 
-_ENCODER = msgspec.json.Encoder()
+
+def _enc_hook(value: Any) -> Any:
+    """numpy scalars and arrays inside object columns or dicts become plain numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable: {value!r}")
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 @lru_cache(maxsize=64)
@@ -35,7 +46,8 @@ def _records(columns: Mapping[str, Any]) -> list[Any]:
         return []
     names = tuple(columns)
     typ = _record_type(names)
-    return list(starmap(typ, zip(*(columns[k].tolist() for k in names))))
+    lists = [c.tolist() if hasattr(c, "tolist") else list(c) for c in (columns[k] for k in names)]
+    return list(starmap(typ, zip(*lists)))
 
 
 def json_lines(columns: Mapping[str, Any]) -> bytes:

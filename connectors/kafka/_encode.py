@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import starmap
 from typing import Any, Callable, Mapping
 
-import msgspec
 import numpy as np
+
+from connectors.encode import json_records
 
 
 def _json_default(value: Any) -> Any:
@@ -52,44 +52,17 @@ def json_encoder(record: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
-def _enc_hook(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable: {value!r}")
-
-
 class ColumnEncoder:
-    """Encode columns as one compact JSON object per row, in C (msgspec), NaN and infinities as null.
-
-    The rows are built by ``itertools.starmap`` into a ``msgspec.defstruct`` type (one per field
-    list, cached) and encoded by one ``msgspec.json.Encoder.encode`` mapped over them.
+    """Encode columns as one compact JSON object per row (:func:`connectors.encode.json_records`).
 
     >>> ColumnEncoder().encode({"a.b": np.array([1.5, np.nan]), "k": np.array(["x", "y"], dtype=object),
     ...                         "v": np.array([[1, 2], [3, 4]])})
     [b'{"a.b":1.5,"k":"x","v":[1,2]}', b'{"a.b":null,"k":"y","v":[3,4]}']
     """
 
-    def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
-        self._types: dict[tuple[str, ...], type] = {}
-
-    def _row_type(self, keys: tuple[str, ...]) -> type:
-        row = self._types.get(keys)
-        if row is None:
-            names = [f"f{j}" for j in range(len(keys))]
-            row = msgspec.defstruct("Row", [(n, Any) for n in names], rename=dict(zip(names, keys)))
-            self._types[keys] = row
-        return row
-
     def encode(self, columns: Mapping[str, Any]) -> list[bytes]:
         """One JSON object (bytes) per row of ``columns``; fields in key order."""
-        keys = tuple(columns)
-        if not keys:
-            return []
-        lists = [columns[k].tolist() if hasattr(columns[k], "tolist") else list(columns[k]) for k in keys]
-        return list(map(self._encoder.encode, starmap(self._row_type(keys), zip(*lists))))
+        return json_records(columns)
 
 
 def key_column(column: Any) -> list[bytes | None]:
