@@ -22,7 +22,13 @@ Afterwards:
   ``n_incomplete_`` counts the records with a missing feature, ``n_incomplete_learned_`` and
   ``n_incomplete_skipped_`` split them (their sum is ``n_incomplete_``);
 * a feature outside the schema (one never seen in the first record) is ignored, for learning and
-  for prediction alike.
+  for prediction alike;
+* a record the model cannot learn, one with a value beyond 1e150 in magnitude or one that would
+  make an update (or the warm-up fit) ill-defined, is skipped when its batch is applied and counted
+  in ``n_refused_`` (it stays counted in ``n_learned_``, which sets the update boundaries):
+  ``learn_one`` never raises for a finite record. Scores decrease with the distance up to the
+  largest floats (``score_one`` is ``inf`` where the density underflows, never NaN), and such a
+  record's responsibilities go to the component nearest it in Mahalanobis distance.
 
 Learning in batches
 -------------------
