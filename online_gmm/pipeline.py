@@ -28,12 +28,14 @@ import json
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from connectors.base import DictColumn, concat_columns, constant_column, take_columns
+from connectors.base import (DictColumn, Reject, concat_columns, constant_column, records_from_columns,
+                             take_columns)
 from connectors.deadletter import DeadLetterSink
 from online_gmm._online import rng_state_from_json, rng_state_to_json
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
@@ -42,7 +44,7 @@ from online_gmm.refit import BICHistory, Reservoir, refit
 
 __all__ = ["Pipeline", "RunSummary"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2   # 2: t-digest anomaly threshold, block reservoir, warm-up row ids
 
 
 @dataclass
@@ -153,6 +155,8 @@ class Pipeline:
         self._since_refit = 0
         self._pending: list[Any] = []
         self._last_data: float | None = None   # when the source last gave a record (idle timeout)
+        self._warm_up_meta: dict[str, list] | None = None   # positions of the warm-up's rows
+        self._warm_up_rows_kept: np.ndarray | None = None
         model._validate_params()
         self._online = None
 
@@ -303,23 +307,40 @@ class Pipeline:
         if n_good:
             X = np.ascontiguousarray(X, dtype=np.float64)
             self._ensure_online(X.shape[1])
-            flags = self._score_and_learn(X, columns)
-            # flagged records stay out of the refit sample: BIC should not be asked to model outliers
-            self.reservoir.add(X if not flags.any() else X[~flags])
+            warming = not self._online.initialised
+            keep = self._score_and_learn(X, columns, position)
+            # flagged records stay out of the refit sample: BIC should not be asked to model outliers;
+            # the warm-up's rows enter it once its fit has accepted them
+            if not warming:
+                self.reservoir.add(X if keep.all() else X[keep])
+            elif self._online.initialised:
+                self.reservoir.add(self._warm_up_rows_kept)
+                self._warm_up_rows_kept = None
         # cadences count good records, so bad records mixed in leave refits and checkpoints in place
         self._since_refit += n_good
         self._since_checkpoint += n_good
         if self.refit_every and self._since_refit >= self.refit_every and self._online.initialised:
-            self.refit_now()
+            try:
+                self.refit_now()
+            except ValueError as exc:   # a reservoir no candidate can fit: keep the online model
+                warnings.warn(f"refit skipped at record {self.summary.good}: {exc}", RuntimeWarning,
+                              stacklevel=2)
+                self._since_refit = 0
         if self.store is not None and self._since_checkpoint >= self.checkpoint_every:
             self.checkpoint()
 
-    def _score_and_learn(self, X: np.ndarray, columns: dict[str, Any]) -> np.ndarray:
-        """Score the batch, learn it, and write its score records as columns; returns the flags."""
+    def _score_and_learn(self, X: np.ndarray, columns: dict[str, Any], position: Any) -> np.ndarray:
+        """Score the batch, learn it, and write its score records as columns.
+
+        Returns the rows that may enter the refit sample (neither flagged nor refused), shape (n,).
+        """
         online = self._online
         n = X.shape[0]
         flags = np.zeros(n, dtype=bool)
         learned = [n]
+        base = self.summary.good - n          # id of the first row: good records before this batch
+        ids = np.arange(base, base + n, dtype=np.int64)
+        warming = not online.initialised
 
         def decide(log_p: np.ndarray) -> np.ndarray:
             if self.anomaly is not None:
@@ -328,13 +349,23 @@ class Pipeline:
             learned[0] = int(mask.sum())
             return mask
 
-        out = online.score_then_learn(X, decide)
+        out, refused = online.score_then_learn(X, decide, ids=ids)
         self.summary.learned += learned[0]
-        self.summary.anomalies += int(flags.sum())
         self.summary.n_components = online.n_components if online.initialised else None
+        keep = np.ones(n, dtype=bool)
+        if refused:
+            keep = self._quarantine(refused, X, ids, columns, position)
+            X, columns, flags = X[keep], take_columns(columns, keep), flags[keep]
+            if out is not None:
+                out = (out[0][keep], out[1][keep])
+            n = X.shape[0]
+        if warming:
+            self._remember_warm_up(X, ids[keep], columns, online.initialised, refused)
+        self.summary.anomalies += int(flags.sum())
+        keep[keep] = ~flags
         scores_sink, anomalies_sink = self.sinks["scores"], self.sinks["anomalies"]
         if scores_sink is None and anomalies_sink is None:
-            return flags
+            return keep
         cols = dict(columns)
         if out is None:
             cols["cluster"] = constant_column(None, n)
@@ -362,7 +393,53 @@ class Pipeline:
             scores_sink.write_columns(cols)
         if anomalies_sink is not None and flags.any():
             anomalies_sink.write_columns(take_columns(cols, flags))
-        return flags
+        return keep
+
+    def _quarantine(self, refused: list[tuple[int, str]], X: np.ndarray, ids: np.ndarray,
+                    columns: dict[str, Any], position: Any) -> np.ndarray:
+        """Dead-letter the records the model refused; returns the rows of this batch that remain.
+
+        A record refused by the warm-up fit may come from an earlier batch: it was written to the
+        scores as warming up, and its position comes from the warm-up's record of positions.
+        """
+        s = self.summary
+        why = dict(refused)
+        here = np.isin(ids, np.fromiter(why, dtype=np.int64, count=len(why)))
+        rejects = []
+        for i in np.flatnonzero(here).tolist():
+            meta = {k: v for k, v in records_from_columns(take_columns(columns, [i]))[0].items()}
+            rejects.append(Reject(why[int(ids[i])], _values_raw(X[i]), meta))
+        earlier = sorted(set(why) - set(ids[here].tolist()))
+        if earlier:
+            warm = self._warm_up_meta or {"ids": [], "rows": [], "x": []}
+            where = {int(k): j for j, k in enumerate(warm["ids"])}
+            for rid in earlier:
+                j = where.get(rid)
+                meta = dict(warm["rows"][j]) if j is not None else {"record": rid}
+                raw = _values_raw(np.asarray(warm["x"][j])) if j is not None else b""
+                rejects.append(Reject(why[rid], raw, {**meta, "refused_after": "warm-up fit"}))
+        s.good -= len(rejects)
+        s.rejected += len(rejects)
+        s.learned -= len(rejects)
+        if self.sinks["dead_letters"] is not None:
+            self.sinks["dead_letters"].write_rejects(rejects, position)
+        return ~here
+
+    def _remember_warm_up(self, X: np.ndarray, ids: np.ndarray, columns: dict[str, Any],
+                          done: bool, refused: list[tuple[int, str]]) -> None:
+        """Keep the positions and values of the rows buffered by the warm-up (its fit may refuse one
+        of them later); once the fit is made, the rows it kept are handed to the refit sample."""
+        warm = self._warm_up_meta or {"ids": [], "rows": [], "x": []}
+        if done:
+            gone = {rid for rid, _ in refused}
+            rows = [x for rid, x in zip(warm["ids"], warm["x"]) if rid not in gone] + X.tolist()
+            self._warm_up_rows_kept = np.asarray(rows, dtype=np.float64).reshape(-1, X.shape[1])
+            self._warm_up_meta = None
+            return
+        warm["ids"] += ids.tolist()
+        warm["rows"] += records_from_columns(columns)
+        warm["x"] += X.tolist()
+        self._warm_up_meta = warm
 
     # ------------------------------------------------------------------------------ refits
     def refit_now(self) -> dict[str, Any]:
@@ -408,6 +485,7 @@ class Pipeline:
             "model_params": {k: v for k, v in self.model.get_params().items()
                              if isinstance(v, (int, float, str, bool, type(None)))},
             "anomaly": None if self.anomaly is None else self.anomaly.to_state(),
+            "warm_up_rows": self._warm_up_meta,
         }
         if self._online is not None:
             parts["model"] = self._online.to_arrays()
@@ -447,7 +525,10 @@ class Pipeline:
             return False
         arrays, meta, path = loaded
         if meta.get("version") != _STATE_VERSION:
-            raise ValueError(f"{path}: unsupported pipeline state version {meta.get('version')!r}")
+            raise ValueError(
+                f"{path}: pipeline state version {meta.get('version')!r} is not this version's "
+                f"({_STATE_VERSION}); it was written by another online-gmm release: resume it with that "
+                "release, or start this job with a new checkpoint directory")
         if self.fingerprint is not None and meta.get("fingerprint") not in (None, self.fingerprint):
             raise ValueError(
                 f"{path} was written with a different model/pipeline configuration; use another "
@@ -467,6 +548,7 @@ class Pipeline:
         if parts.get("reservoir") and parts["reservoir"][1] is not None:
             self.reservoir = Reservoir.from_arrays(*parts["reservoir"])
         self.history = BICHistory.from_arrays(*parts["history"])
+        self._warm_up_meta = meta.get("warm_up_rows")
         if self.anomaly is not None and meta["anomaly"] is not None:
             self.anomaly = type(self.anomaly).from_state(meta["anomaly"])
         for name, pos in meta["sink_positions"].items():
@@ -521,6 +603,11 @@ class Pipeline:
         finally:
             if self.store is not None:
                 self.store.unlock()
+
+
+def _values_raw(x: np.ndarray) -> bytes:
+    """The raw record of a refused row: its values as a JSON array (``repr`` of each float)."""
+    return ("[" + ", ".join(map(repr, x.tolist())) + "]").encode()
 
 
 def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:

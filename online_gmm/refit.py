@@ -695,16 +695,23 @@ def refit(X: np.ndarray, stats: SufficientStatistics | None, candidates: Sequenc
                 f"current_K={current_K} but the online parameters have {params.n_components} components")
 
     fits: list[CandidateFit] = []
+    failed: list[str] = []
     for k in cands:
         warm = warm_start and params is not None and k == current_K
-        result = fit_em(X, n_components=k, covariance_type=covariance_type, init_params=init_params,
-                        n_init=n_init, rng=rng, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
-                        start=params if warm else None)
-        if result.stats is None:  # max_iter == 0: statistics under the starting parameters
-            result.stats, _ = Scorer(result.params).expected_statistics(X)
-            result.params = result.stats.to_params(reg_covar)
-        crit = information_criteria(X, result.params)
+        try:
+            result = fit_em(X, n_components=k, covariance_type=covariance_type, init_params=init_params,
+                            n_init=n_init, rng=rng, reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+                            start=params if warm else None)
+            if result.stats is None:  # max_iter == 0: statistics under the starting parameters
+                result.stats, _ = Scorer(result.params).expected_statistics(X)
+                result.params = result.stats.to_params(reg_covar)
+            crit = information_criteria(X, result.params)
+        except ValueError as exc:   # an ill-defined fit for this K: the other candidates still count
+            failed.append(f"K={k}: {exc}")
+            continue
         fits.append(CandidateFit(k, crit["bic"], crit["aic"], crit["loglik"], warm, result))
+    if not fits:
+        raise ValueError("every candidate's fit failed: " + "; ".join(failed))
 
     best = min(fits, key=lambda f: (getattr(f, criterion), f.k))
     new_stats = best.result.stats
