@@ -121,8 +121,10 @@ class BlockDecoder:
                     break
             if holder is not None and [f"{p}.{f}" if p else f for f in holder.__struct_fields__] == \
                     list(attrs[: self.d]):
-                astuple = msgspec.structs.astuple
-                self._tuple_of = astuple if not p else (lambda r, _get=attrgetter(p): astuple(_get(r)))
+                astuple, get = msgspec.structs.astuple, attrgetter(p)
+                # two maps in C, no Python function per record
+                self._tuple_of = (lambda recs: map(astuple, recs)) if not p else \
+                    (lambda recs: map(astuple, map(get, recs)))
         self._carry = attrgetter(*attrs[self.d:]) if carry else None
         self.n_carry = len(carry)
 
@@ -221,7 +223,7 @@ class BlockDecoder:
         done = np.concatenate([np.arange(a, a + len(r), dtype=np.int64) for a, r in parts])
         m = len(recs)
         if self._tuple_of is not None and not self.missing_nan:
-            X = np.fromiter(chain.from_iterable(map(self._tuple_of, recs)), dtype=np.float64,
+            X = np.fromiter(chain.from_iterable(self._tuple_of(recs)), dtype=np.float64,
                             count=m * self.d).reshape(m, self.d)
             return X, done, self._carried(recs), left
         vals = map(self._features, recs)

@@ -29,6 +29,7 @@ from connectors._paths import (
     _hash,
 )
 from connectors.base import (
+    constant_column,
     Batch,
     Columns,
     ConnectorError,
@@ -57,11 +58,6 @@ class TruncationWarning(UserWarning):
 class RotationWarning(UserWarning):
     """A position's file was rotated away and cannot be found any more; lines it received after the
     position's offset are not read."""
-
-
-def _const(value: Any, n: int) -> np.ndarray:
-    """An object column holding ``value`` ``n`` times."""
-    return np.full(n, value, dtype=object)
 
 
 def _check_carry(carry: Any) -> tuple[Any, ...]:
@@ -400,7 +396,7 @@ class _LineSource(Source):
                     offs_good, lnos_good = offs[index], lnos[index]
                 else:
                     offs_good, lnos_good = offs, lnos
-                cols: Columns = {"source": _const(src, m), "file": _const(path, m),
+                cols: Columns = {"source": constant_column(src, m), "file": constant_column(path, m),
                                  "line": lnos_good, "offset": offs_good}
                 for key, col in carried.items():
                     cols.setdefault(key, col)
@@ -426,7 +422,7 @@ class _LineSource(Source):
         if parts:
             columns = concat_columns(parts, lengths)
         else:
-            columns = {"source": _const(self.name, 0), "file": _const(None, 0),
+            columns = {"source": constant_column(self.name, 0), "file": constant_column(None, 0),
                        "line": _NO_INDEX, "offset": _NO_INDEX}
         status = "records" if n else ("end" if ended else "idle")
         return Batch(X, columns, rejects, self.position(), status)

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from connectors.base import (
+    constant_column,
     Batch,
     ConnectorError,
     Position,
@@ -474,7 +475,7 @@ class KafkaSource(Source):
         all_good = len(good) == n
         pick = (lambda col: col) if all_good else (lambda col: col[good])
         columns = {
-            "source": np.full(len(good), self.name, dtype=object),
+            "source": constant_column(self.name, len(good)),
             "topic": pick(polled.topic),
             "partition": pick(polled.partition),
             "offset": pick(polled.offset),
