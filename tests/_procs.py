@@ -1,8 +1,20 @@
 """Helpers for tests that kill real processes."""
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, **kw) -> subprocess.Popen:
+    """``python -m online_gmm.cli ARGS`` from the repository root, BLAS on one thread, pipes open."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "online_gmm.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def kill_after_progress(proc, ck_dir: Path, delay: float, timeout: float = 120) -> bool:

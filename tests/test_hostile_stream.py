@@ -11,9 +11,6 @@ equal those of an uninterrupted run over the same stream.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +20,7 @@ from online_gmm.demo import DEMO_FIELDS, generate_events
 from online_gmm.pipeline import load_model
 
 from _procs import kill_after_progress
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from _procs import run_cli as _cli
 
 def _event(values) -> bytes:
     keys = [f.split(".")[1] for f in DEMO_FIELDS]
@@ -113,12 +108,6 @@ type = "jsonl"
 path = "dead.jsonl"
 """)
     return cfg
-
-
-def _cli(*args):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "online_gmm.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 @pytest.fixture(scope="module")
