@@ -1,10 +1,7 @@
 """The pipeline: exactly-once resume (in process and across SIGKILL), corruption, bad input, drift."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +17,7 @@ from online_gmm.config import ConfigError, load_config, parse_config
 from online_gmm.demo import DEMO_FIELDS, write_events
 from online_gmm.pipeline import Pipeline, load_model
 
-from _procs import kill_after_progress
+from _procs import kill_after_progress, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,10 +189,7 @@ path = "{tmp / 'dead.jsonl'}"
     return cfg
 
 
-def _cli(*args, **kw):
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "online_gmm.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+_cli = run_cli
 
 
 def _model_arrays(ck_dir):
