@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-pyarrow", action="store_true", help="CSV batches through numpy.loadtxt, not pyarrow")
     args = p.parse_args(argv)
     if args.no_pyarrow:
-        from connectors import decoders
+        from connectors import csv_decoder
 
-        decoders._ARROW[:] = [None]
+        csv_decoder._ARROW[:] = [None]
     n, d = args.rows, args.features
 
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):

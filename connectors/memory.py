@@ -27,7 +27,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from connectors.base import Batch, Position, PositionError, Reject, Sink, Source
-from connectors.decoders import Decoder, _split_nonfinite
+from connectors._validate import _split_nonfinite
+from connectors.decoders import Decoder
 
 __all__ = ["MemorySource", "MemorySink"]
 

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from connectors import decoders
+from connectors import csv_decoder
 from connectors.decoders import CSVDecoder, Decoder, JSONDecoder, RawArrayDecoder
 
 
@@ -18,7 +18,7 @@ def csv_backend(request, monkeypatch):
     if request.param == "pyarrow":
         pytest.importorskip("pyarrow.csv")
     else:
-        monkeypatch.setattr(decoders, "_ARROW", [None])
+        monkeypatch.setattr(csv_decoder, "_ARROW", [None])
     return request.param
 
 

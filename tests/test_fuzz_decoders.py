@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors import decoders
+from connectors import csv_decoder
 from connectors.decoders import CSVDecoder, JSONDecoder, RawArrayDecoder
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,13 +86,13 @@ def test_json_decoder_fuzz(data, junk, rows, missing):
 @given(st.data(), st.lists(garbage, max_size=8), st.lists(st.tuples(finite, finite), min_size=1, max_size=4),
        st.booleans(), st.booleans())
 def test_csv_decoder_fuzz(data, junk, rows, with_header, use_loadtxt):
-    saved = decoders._ARROW[:]
+    saved = csv_decoder._ARROW[:]
     if use_loadtxt:  # exercise the numpy.loadtxt fallback as well as pyarrow
-        decoders._ARROW[:] = [None]
+        csv_decoder._ARROW[:] = [None]
     try:
         _csv_fuzz_case(data, junk, rows, with_header)
     finally:
-        decoders._ARROW[:] = saved
+        csv_decoder._ARROW[:] = saved
 
 
 def _csv_fuzz_case(data, junk, rows, with_header):
