@@ -8,7 +8,6 @@ The random draws follow :class:`sklearn.mixture.GaussianMixture` step for step, 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans, kmeans_plusplus
 
 from online_gmm._em import GaussianParams
 from online_gmm._gaussian import get_kernel
@@ -21,9 +20,14 @@ INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 def initial_resp(X: np.ndarray, n_components: int, method: str, rng: np.random.RandomState,
                  sample_weight: np.ndarray | None = None) -> np.ndarray:
-    """Responsibilities of shape (n_samples, n_components) that start EM."""
+    """Responsibilities of shape (n_samples, n_components) that start EM.
+
+    scikit-learn's k-means is imported here, where it is used: a streaming job reaches its first
+    record without it (its warm-up fit, at the end of the warm-up, is the first to need it).
+    """
     n = X.shape[0]
     if method == "kmeans":
+        from sklearn.cluster import KMeans
         resp = np.zeros((n, n_components))
         labels = KMeans(n_clusters=n_components, n_init=1, random_state=rng).fit(
             X, sample_weight=sample_weight).labels_
@@ -36,6 +40,7 @@ def initial_resp(X: np.ndarray, n_components: int, method: str, rng: np.random.R
         idx = rng.choice(n, size=n_components, replace=False)
         resp[idx, np.arange(n_components)] = 1.0
     elif method == "k-means++":
+        from sklearn.cluster import kmeans_plusplus
         resp = np.zeros((n, n_components))
         _, idx = kmeans_plusplus(X, n_components, random_state=rng, sample_weight=sample_weight)
         resp[idx, np.arange(n_components)] = 1.0

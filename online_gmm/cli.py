@@ -2,7 +2,10 @@
 
 Start-up is light: this module imports only click; NumPy, scikit-learn, the connectors and the
 pipeline are imported inside the commands that use them, so ``online-gmm --help`` and ``--version``
-answer at once.
+answer at once. ``online-gmm run`` reaches its first record without scikit-learn, River, SciPy's
+statistics and optimisers, pandas, Dask or matplotlib (and without pyarrow for JSON lines and CSV):
+the model is a :class:`~online_gmm.model_spec.ModelSpec` until a fitted estimator is asked for, and
+the warm-up's k-means and the refits import what they need when they first run.
 
 An ordinary mistake (a configuration key of the wrong type, a missing input, an input that is a
 directory, an unwritable output or checkpoint directory, a file that is not a checkpoint, a job
@@ -170,14 +173,14 @@ def build_pipeline(cfg: dict[str, Any], *, refit_fn: Callable[..., Any] | None =
         an input that cannot be opened, an output that cannot be created.
     """
     from connectors.deadletter import DeadLetterSink
-    from online_gmm.anomaly import NLLThreshold
     from online_gmm.checkpoint import CheckpointStore
     from online_gmm.config import ConfigError, build_sink, build_source
-    from online_gmm.estimator import OnlineGaussianMixture
+    from online_gmm.model_spec import ModelSpec
     from online_gmm.pipeline import Pipeline, fingerprint
+    from online_gmm.threshold import NLLThreshold
 
-    try:
-        model = OnlineGaussianMixture(**cfg["model"])
+    try:    # scikit-learn's estimator only when a fitted model is asked for (demo), not at start-up
+        model = ModelSpec(**cfg["model"])
         model._validate_params()
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[model] {exc}") from None
@@ -572,7 +575,7 @@ def _saved_threshold(meta: dict[str, Any]) -> float | None:
     state = meta.get("anomaly")
     if not state:
         return None
-    from online_gmm.anomaly import NLLThreshold
+    from online_gmm.threshold import NLLThreshold
     try:
         thr = NLLThreshold.from_state(state)
     except (KeyError, TypeError, ValueError):

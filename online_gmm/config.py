@@ -4,7 +4,7 @@ Every section and key is declared below with its default; an unknown key is an e
 (a typo must never be silently ignored), and every key's type and range is checked when the file is
 loaded (:data:`SPECS`; ``follow = "false"`` is an error, not a true string), with a message naming the
 section and key. ``model`` takes any :class:`OnlineGaussianMixture` parameter, checked by the
-estimator's own constraints. Relative paths are resolved against the configuration file's folder.
+estimator's own constraints (:data:`online_gmm.model_spec.PARAMETERS`, without scikit-learn). Relative paths are resolved against the configuration file's folder.
 
 Example ``pipeline.toml``::
 
@@ -41,7 +41,6 @@ Example ``pipeline.toml``::
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import sys
 from pathlib import Path
@@ -221,17 +220,18 @@ def _check_sink_needs(name: str, sink: Mapping[str, Any]) -> None:
 
 
 def _check_model(model: Mapping[str, Any]) -> None:
-    """Check ``[model]`` with the estimator's own parameter constraints (types and ranges)."""
-    from online_gmm.estimator import OnlineGaussianMixture
+    """Check ``[model]`` with the estimator's own parameter constraints (types and ranges), as
+    :mod:`online_gmm.model_spec` declares them (without importing scikit-learn)."""
+    from online_gmm.model_spec import InvalidParameterError, check_params
     try:
-        OnlineGaussianMixture(**model)._validate_params()
-    except (TypeError, ValueError) as exc:
+        check_params(model)
+    except InvalidParameterError as exc:
         raise ConfigError(f"[model] {exc}") from None
 
 
 def _model_keys() -> set[str]:
-    from online_gmm.estimator import OnlineGaussianMixture
-    return set(inspect.signature(OnlineGaussianMixture.__init__).parameters) - {"self"}
+    from online_gmm.model_spec import PARAMETERS
+    return set(PARAMETERS)
 
 
 def _check_keys(section: str, given: Mapping[str, Any], allowed) -> None:

@@ -9,22 +9,32 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from online_gmm._batch import BatchInit, fit_em
+from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
-from online_gmm._gaussian import KERNELS
-from online_gmm._init import INIT_METHODS, check_inits
 from online_gmm._online import MAX_ABS, OnlineEM, RefusedRecordsError, screen_extreme
-from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
+from online_gmm.model_spec import DEFAULTS as _D
+from online_gmm.model_spec import PARAMETERS, Constraint, OnlineModelParams, check_random_state
 
 __all__ = ["OnlineGaussianMixture"]
 
+_INTERVAL_TYPES = {"int": numbers.Integral, "real": numbers.Real}
 
-class OnlineGaussianMixture(DensityMixin, BaseEstimator):
+
+def _sklearn_constraint(constraint: Constraint) -> Any:
+    """A constraint of :data:`~online_gmm.model_spec.PARAMETERS` as scikit-learn states it."""
+    if isinstance(constraint, tuple):
+        if constraint[0] == "str":
+            return StrOptions(set(constraint[1]))
+        kind, low, high, closed = constraint
+        return Interval(_INTERVAL_TYPES[kind], low, high, closed=closed)
+    return constraint      # "array-like", "random_state", "boolean", "verbose", None: the same names
+
+
+class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
     """Gaussian mixture fitted by batch EM (``fit``) or stepwise online EM (``partial_fit``).
 
     ``fit`` is scikit-learn's :class:`~sklearn.mixture.GaussianMixture` EM: from the same starting
@@ -124,41 +134,22 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
     array([-5.,  5.])
     """
 
-    _parameter_constraints: dict = {
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions(set(KERNELS))],
-        "tol": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(numbers.Integral, 0, None, closed="left")],
-        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
-        "init_params": [StrOptions(set(INIT_METHODS))],
-        "weights_init": ["array-like", None],
-        "means_init": ["array-like", None],
-        "precisions_init": ["array-like", None],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "verbose_interval": [Interval(numbers.Integral, 1, None, closed="left")],
-        "alpha": [Interval(numbers.Real, 0.5, 1.0, closed="both")],
-        "t0": [Interval(numbers.Real, 0.0, None, closed="left")],
-        "step_unit": [Interval(numbers.Real, 0.0, None, closed="neither")],
-        "halflife": [Interval(numbers.Real, 0.0, None, closed="neither"), None],
-        "warm_up": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "warm_up_n_init": [Interval(numbers.Integral, 1, None, closed="left")],
-        "min_weight": [Interval(numbers.Real, 0.0, 1.0, closed="left"), None],
-    }
+    #: from :data:`online_gmm.model_spec.PARAMETERS` (also checked there without scikit-learn)
+    _parameter_constraints: dict = {name: [_sklearn_constraint(c) for c in constraints]
+                                    for name, (_, constraints) in PARAMETERS.items()}
 
-    #: iterations of each warm-up start's short run before the best one continues (emEM)
-    _warm_up_short_iter: int | None = 3
-
-    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
-                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
-                 init_params: str = "kmeans", weights_init=None, means_init=None,
-                 precisions_init=None, random_state=None, warm_start: bool = False, verbose: int = 0,
-                 verbose_interval: int = 10, alpha: float = 1.0, t0: float = 2.0,
-                 step_unit: float = 1000.0, halflife: float | None = None,
-                 warm_up: int | str = "auto", warm_up_n_init: int = 3,
-                 min_weight: float | None = None) -> None:
+    def __init__(self, n_components: int = _D["n_components"], *,
+                 covariance_type: str = _D["covariance_type"], tol: float = _D["tol"],
+                 reg_covar: float = _D["reg_covar"], max_iter: int = _D["max_iter"],
+                 n_init: int = _D["n_init"], init_params: str = _D["init_params"],
+                 weights_init=_D["weights_init"], means_init=_D["means_init"],
+                 precisions_init=_D["precisions_init"], random_state=_D["random_state"],
+                 warm_start: bool = _D["warm_start"], verbose: int = _D["verbose"],
+                 verbose_interval: int = _D["verbose_interval"], alpha: float = _D["alpha"],
+                 t0: float = _D["t0"], step_unit: float = _D["step_unit"],
+                 halflife: float | None = _D["halflife"], warm_up: int | str = _D["warm_up"],
+                 warm_up_n_init: int = _D["warm_up_n_init"],
+                 min_weight: float | None = _D["min_weight"]) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -227,31 +218,6 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         if w.sum() <= 0:
             raise ValueError("sample_weight: all weights are zero; their sum must be positive")
         return w
-
-    def _schedule(self) -> StepSchedule:
-        return StepSchedule(alpha=float(self.alpha), t0=float(self.t0), unit=float(self.step_unit),
-                            halflife=None if self.halflife is None else float(self.halflife))
-
-    def _warm_up_size(self, n_features: int) -> int:
-        if self.warm_up == "auto":
-            return int(max(2000, 40 * self.n_components * n_features))
-        return int(self.warm_up)
-
-    def _inits(self, n_features: int):
-        return check_inits(self.weights_init, self.means_init, self.precisions_init,
-                           n_components=self.n_components, n_features=n_features,
-                           covariance_type=self.covariance_type)
-
-    def _new_online(self, n_features: int, rng: np.random.RandomState) -> OnlineEM:
-        weights_init, means_init, precisions_init = self._inits(n_features)
-
-        initialise = BatchInit(self.n_components, self.covariance_type, self.init_params,
-                               self.warm_up_n_init, rng, self.reg_covar, self.tol, self.max_iter,
-                               weights_init, means_init, precisions_init,
-                               short_iter=self._warm_up_short_iter)
-        min_weight = self.min_weight if self.min_weight is not None else 1e-3 / self.n_components
-        return OnlineEM(self.n_components, self.covariance_type, self.reg_covar, self._schedule(),
-                        self._warm_up_size(n_features), initialise, min_weight, rng)
 
     # ================================================================== fitting
     def fit(self, X, y=None, sample_weight=None) -> "OnlineGaussianMixture":
@@ -384,6 +350,22 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator):
         return self
 
     # ================================================================== fitted state
+    def _adopt(self, online: OnlineEM) -> "OnlineGaussianMixture":
+        """Make ``online`` (past its warm-up, e.g. a pipeline's) this model's fitted state; returns self.
+
+        The model shares ``online``: it follows the updates made to it until its next fit. A model
+        not fitted by EM reports ``converged_=False`` and ``n_iter_=0``.
+        """
+        self._online = online
+        self.n_components = online.n_components
+        self.n_features_in_ = online.stats.n_features
+        for name, value in (("converged_", False), ("n_iter_", 0), ("lower_bound_", -np.inf),
+                            ("lower_bounds_", [])):
+            if not hasattr(self, name):
+                setattr(self, name, value)
+        self._publish(online.params)
+        return self
+
     def _publish(self, params: GaussianParams) -> None:
         self._params_ = params
         self.weights_ = params.weights

@@ -30,7 +30,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -39,8 +39,11 @@ from connectors.base import (DictColumn, Reject, concat_columns, constant_column
 from connectors.deadletter import DeadLetterSink
 from online_gmm._online import rng_state_from_json, rng_state_to_json
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
-from online_gmm.estimator import OnlineGaussianMixture
+from online_gmm.model_spec import ModelSpec, check_random_state
 from online_gmm.refit import BICHistory, Reservoir, refit
+
+if TYPE_CHECKING:  # pragma: no cover - the estimator (scikit-learn) is imported where it is used
+    from online_gmm.estimator import OnlineGaussianMixture
 
 __all__ = ["Pipeline", "RunSummary"]
 
@@ -76,9 +79,11 @@ class Pipeline:
     Parameters
     ----------
     source : connectors.base.Source
-    model : OnlineGaussianMixture
+    model : OnlineGaussianMixture or ModelSpec
         Unfitted; its parameters define the online model (the pipeline drives its core directly, one
-        E-step per batch for both scoring and learning).
+        E-step per batch for both scoring and learning). A :class:`~online_gmm.model_spec.ModelSpec`
+        holds the same parameters without scikit-learn (a job then starts in a fraction of the time);
+        :meth:`fitted_model` turns it into an estimator when one is asked for.
     batch_size : int, default=500
         Good records per batch (rejected records do not count).
     scores, anomalies, dead_letters : connectors.base.Sink, optional
@@ -107,7 +112,7 @@ class Pipeline:
         Add the responsibility vector / the feature values to each score record.
     """
 
-    def __init__(self, source, model: OnlineGaussianMixture, *, batch_size: int = 500,
+    def __init__(self, source, model: OnlineGaussianMixture | ModelSpec, *, batch_size: int = 500,
                  scores=None, anomalies=None, dead_letters=None, anomaly=None,
                  anomaly_policy: str = "adapt", refit_every: int = 0,
                  refit_candidates: list[int] | None = None, reservoir_size: int = 5000,
@@ -163,7 +168,6 @@ class Pipeline:
     # ------------------------------------------------------------------------------ model access
     def _ensure_online(self, n_features: int) -> None:
         if self._online is None:
-            from sklearn.utils import check_random_state
             self._online = self.model._new_online(n_features, check_random_state(self.model.random_state))
             self.model.n_features_in_ = n_features
             self.model._online = self._online
@@ -174,13 +178,16 @@ class Pipeline:
         return self._online
 
     def fitted_model(self) -> OnlineGaussianMixture:
-        """The model as a fitted :class:`OnlineGaussianMixture` (for scoring elsewhere)."""
+        """The model as a fitted :class:`OnlineGaussianMixture` (for scoring elsewhere).
+
+        It shares the pipeline's online state. A :class:`~online_gmm.model_spec.ModelSpec` given as
+        the model is replaced by its estimator on the first call (scikit-learn is imported then).
+        """
         if self._online is None or not self._online.initialised:
             raise RuntimeError("the model has not finished its warm-up yet")
-        m = self.model
-        m.n_components = self._online.n_components
-        m._publish(self._online.params)
-        return m
+        if isinstance(self.model, ModelSpec):
+            self.model = self.model.estimator()
+        return self.model._adopt(self._online)
 
     # ------------------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -623,9 +630,8 @@ def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[s
     """
     from pathlib import Path
 
-    from sklearn.utils import check_random_state
-
     from online_gmm.checkpoint import CheckpointError, read_checkpoint
+    from online_gmm.estimator import OnlineGaussianMixture
     p = Path(path)
     if p.is_dir():
         loaded = CheckpointStore(p).load_latest()
@@ -644,11 +650,7 @@ def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[s
     online.load_arrays(*parts["model"])
     if not online.initialised:
         raise CheckpointError(f"{path}: the model is still warming up")
-    model._online = online
-    model.n_features_in_ = int(meta["n_features"])
-    model.converged_, model.n_iter_, model.lower_bound_, model.lower_bounds_ = False, 0, -np.inf, []
-    model._publish(online.params)
-    return model, meta, parts
+    return model._adopt(online), meta, parts
 
 
 def fingerprint(cfg: Mapping[str, Any]) -> str:

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.utils import check_random_state
 
 from online_gmm._batch import fit_em
 from online_gmm._em import EMResult, GaussianParams, Scorer
 from online_gmm._gaussian import get_kernel
 from online_gmm._suffstats import SufficientStatistics
+from online_gmm.model_spec import check_random_state
 
 __all__ = [
     "Reservoir",
@@ -447,6 +446,8 @@ def match_components(old: GaussianParams, new: GaussianParams, *, labels: Sequen
     >>> m.order.tolist(), m.labels.tolist()
     ([1, 2, 0], [0, 1, 2])
     """
+    from scipy.optimize import linear_sum_assignment   # at the first refit, not at start-up
+
     k_old, k_new = old.n_components, new.n_components
     labels_arr, next_label = _check_labels(labels, next_label, k_old)
     cost = bhattacharyya_distances(old, new)

@@ -147,10 +147,10 @@ HEAVY = ("numpy", "scipy", "sklearn", "river", "dask", "distributed", "pyarrow",
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
-def _loaded_after(code: str) -> list[str]:
-    """The heavy top-level modules a fresh interpreter has loaded after running ``code``."""
+def _loaded_after(code: str, names: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of ``names`` (heavy modules) a fresh interpreter has loaded after running ``code``."""
     probe = (f"import sys\n{code}\n"
-             f"print('loaded:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))")
+             f"print('loaded:' + ','.join(m for m in {names!r} if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
                          timeout=120, env=ENV)
     assert res.returncode == 0, res.stderr
@@ -363,6 +363,66 @@ def test_run_loads_no_plotting_or_cluster_library(tmp_path):
     loaded = _loaded_after(code)
     assert "numpy" in loaded                               # it did run
     assert not {"matplotlib", "dask", "distributed"} & set(loaded), loaded
+
+
+#: what `online-gmm run` must not import before its first records are scored (about 2 s of start-up
+#: with scikit-learn, whose base module pulls in scipy.stats and pandas): they are imported where used
+NOT_BEFORE_FIRST_RECORD = ("sklearn", "river", "scipy.stats", "scipy.optimize", "pandas", "pyarrow",
+                           "dask", "distributed", "matplotlib")
+
+
+def test_run_reaches_its_first_records_without_heavy_modules(tmp_path):
+    """`online-gmm run` stopped within the warm-up (--max-records 200 < warm_up 300, batches of 100)
+    has read, scored and written its records, loading none of scikit-learn, River, scipy.stats,
+    scipy.optimize, pandas, pyarrow, Dask or matplotlib: start-up well under a second."""
+    from online_gmm.demo import write_events
+    write_events(tmp_path / "in.jsonl", n=600, seed=1)
+    cfg = _job(tmp_path, extra="[pipeline]\nbatch_size = 100\n")
+    code = ("from online_gmm.cli import main\ntry:\n"
+            f"    main(['run', '--config', {str(cfg)!r}, '--max-records', '200', '--quiet'])\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code")
+    loaded = _loaded_after(code, ("numpy", *NOT_BEFORE_FIRST_RECORD))
+    assert loaded == ["numpy"], loaded                     # it ran, and loaded nothing heavy
+    rows = [json.loads(line) for line in (tmp_path / "out/scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 200 and all(r["warming_up"] for r in rows)
+    assert (tmp_path / "ck").is_dir()                      # and checkpointed its state
+
+
+def test_run_with_a_model_spec_equals_run_with_the_estimator(tmp_path):
+    """The CLI's sklearn-free ModelSpec drives the very model an OnlineGaussianMixture would: same
+    random streams through the warm-up's k-means and the refits, same checkpointed state."""
+    from connectors.files import JSONLinesSource
+    from online_gmm.cli import build_pipeline
+    from online_gmm.config import load_config
+    from online_gmm.demo import DEMO_FIELDS, write_events
+    from online_gmm.estimator import OnlineGaussianMixture
+    from online_gmm.model_spec import ModelSpec
+    from online_gmm.pipeline import Pipeline
+    from online_gmm.threshold import NLLThreshold
+
+    write_events(tmp_path / "in.jsonl", n=1500, seed=2)
+    cfg = load_config(_job(tmp_path, extra="[pipeline]\nbatch_size = 100\n[refit]\nevery = 500\n"))
+    pipe = build_pipeline(cfg)
+    assert isinstance(pipe.model, ModelSpec)
+    pipe.run()
+    pipe.close()
+    ref = Pipeline(JSONLinesSource(str(tmp_path / "in.jsonl"), fields=DEMO_FIELDS),
+                   OnlineGaussianMixture(**cfg["model"]), batch_size=100, refit_every=500,
+                   seed=cfg["refit"]["seed"], anomaly=NLLThreshold(q=0.99, min_samples=200))
+    ref.run()
+    ref.close()
+    assert pipe.summary.refits == ref.summary.refits == 2
+    assert pipe.summary.anomalies == ref.summary.anomalies > 0
+    (a, meta_a), (b, meta_b) = pipe.online.to_arrays(), ref.online.to_arrays()
+    assert meta_a == meta_b and a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    fitted = pipe.fitted_model()
+    assert isinstance(fitted, OnlineGaussianMixture) and pipe.model is fitted
+    np.testing.assert_array_equal(fitted.means_, ref.fitted_model().means_)
+    assert fitted.n_features_in_ == len(DEMO_FIELDS)
+    assert fitted.get_params() == {**ModelSpec(**cfg["model"]).get_params(),
+                                   "n_components": pipe.online.n_components}   # K of the refits
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")

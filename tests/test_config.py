@@ -1,13 +1,17 @@
 """Configuration: every key's type and range is checked at load, naming the section and key."""
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from online_gmm.config import SPECS, ConfigError, load_config, parse_config
+from online_gmm.model_spec import (DEFAULTS, PARAMETERS, InvalidParameterError, ModelSpec, check_params,
+                                   check_random_state)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"source": {"type": "jsonl", "path": "x.jsonl", "fields": ["a", "b"]}}
@@ -137,3 +141,82 @@ def test_cli_names_the_key_in_one_line_with_exit_2(tmp_path):
 def test_a_sink_missing_what_its_type_needs_is_refused_at_load(sink, expected):
     with pytest.raises(ConfigError, match=expected):
         parse_config({**BASE, "sinks": {"scores": sink}})
+
+
+# ------------------------------------------------------------------------ [model]: one table, two checks
+def test_model_keys_are_checked_without_scikit_learn_in_one_line():
+    """`[model]` is checked against online_gmm.model_spec.PARAMETERS: the same words as the
+    estimator's own check, on one line, and no scikit-learn import (online-gmm run starts fast)."""
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with("model", alpha=0.2))
+    assert str(err.value) == ("[model] The 'alpha' parameter of OnlineGaussianMixture must be a float "
+                              "in the range [0.5, 1.0]. Got 0.2 instead.")
+    with pytest.raises(ConfigError, match=r"^\[model\] The 'warm_up' parameter of OnlineGaussianMixture "
+                                          r"must be an int in the range \[1, inf\) or a str among "
+                                          r"\{'auto'\}\. Got 'soon' instead\.$"):
+        parse_config(_with("model", warm_up="soon"))
+    probe = ("import sys\nfrom online_gmm.config import parse_config, ConfigError\n"
+             "parse_config({'source': {'type': 'jsonl', 'path': 'x', 'fields': ['a']},"
+             " 'model': {'n_components': 2, 'halflife': 5000.0, 'means_init': [[0.0], [1.0]]}})\n"
+             "try:\n    parse_config({'source': {'type': 'jsonl', 'path': 'x', 'fields': ['a']},"
+             " 'model': {'tol': -1}})\nexcept ConfigError:\n    pass\n"
+             "print(sorted(m for m in ('sklearn', 'scipy.stats', 'pandas') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stderr + res.stdout
+
+
+_PROBES = [0, 1, 2, 3, -1, 2**32 - 1, 2**32, 0.0, 0.3, 0.5, 0.7, 1.0, 1.5, 1e-3, -0.1,
+           float("nan"), float("inf"), -float("inf"), True, False, None, "auto", "full", "tied",
+           "kmeans", "k-means++", "fool", "3", [1.0], [[1.0, 0.0]], (), np.ones(2), np.int64(4),
+           np.float64(0.6), np.bool_(True), np.float64("nan"), np.random.RandomState(0), object()]
+
+
+@pytest.mark.parametrize("name", list(PARAMETERS))
+def test_model_check_agrees_with_the_estimators_scikit_learn_check(name):
+    """For every parameter and a sweep of values, the light check accepts exactly what the
+    estimator's scikit-learn constraints (converted from the same table) accept."""
+    from sklearn.utils._param_validation import InvalidParameterError as SkError
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    from online_gmm.estimator import OnlineGaussianMixture
+
+    for value in _PROBES:
+        try:
+            validate_parameter_constraints(OnlineGaussianMixture._parameter_constraints, {name: value},
+                                           "OnlineGaussianMixture")
+            sklearn_ok = True
+        except SkError:
+            sklearn_ok = False
+        try:
+            check_params({name: value})
+            light_ok = True
+        except InvalidParameterError as exc:
+            light_ok = False
+            assert str(exc).startswith(f"The {name!r} parameter") and "\n" not in str(exc)
+        assert light_ok == sklearn_ok, (name, value, light_ok, sklearn_ok)
+
+
+def test_the_estimator_takes_its_parameters_from_the_table():
+    from online_gmm.estimator import OnlineGaussianMixture
+
+    signature = inspect.signature(OnlineGaussianMixture.__init__).parameters
+    assert {k: p.default for k, p in signature.items() if k != "self"} == DEFAULTS
+    assert list(OnlineGaussianMixture._parameter_constraints) == list(PARAMETERS)
+    assert OnlineGaussianMixture().get_params() == ModelSpec().get_params()
+    with pytest.raises(TypeError, match="'n_component'"):
+        ModelSpec(n_component=3)
+
+
+def test_check_random_state_is_scikit_learns():
+    """The same generators, hence the same random streams (checkpoints and resumes rely on them)."""
+    from sklearn.utils import check_random_state as sk_check
+
+    assert check_random_state(None) is sk_check(None) is np.random.mtrand._rand
+    rng = np.random.RandomState(3)
+    assert check_random_state(rng) is rng
+    for seed in (0, 7, np.int64(2**32 - 1)):
+        np.testing.assert_array_equal(check_random_state(seed).randint(1 << 30, size=5),
+                                      sk_check(seed).randint(1 << 30, size=5))
+    with pytest.raises(ValueError, match="cannot be used to seed"):
+        check_random_state("seven")
