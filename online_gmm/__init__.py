@@ -24,7 +24,7 @@ _LAZY = {
     "OnlineGaussianMixture": "online_gmm.estimator",
     "GMMOutlierDetector": "online_gmm.anomaly",
     "NLLFilter": "online_gmm.anomaly",
-    "NLLThreshold": "online_gmm.anomaly",
+    "NLLThreshold": "online_gmm.threshold",
     "GMMAnomalyDetector": "online_gmm.river",
     "OnlineGMM": "online_gmm.river",
 }

@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import linalg
-from scipy.linalg import lapack
 
 __all__ = ["Kernel", "KERNELS", "PASS_SUMS", "PassSums", "ROW_LAYOUT", "get_kernel", "CHOLESKY_ERROR",
            "LOG_2PI"]
@@ -629,16 +627,22 @@ def _prec_chol_unchecked(cov: np.ndarray) -> np.ndarray:
     # LAPACK potrf + trtri: the same factor as cholesky + solve_triangular(L, I), without the
     # wrappers' checks (a few microseconds instead of ~50 per matrix: partial_fit does K per batch).
     # The caller checks finiteness (potrf does not fail on NaN).
-    l, info = _POTRF(cov, lower=1, clean=1)
+    potrf, trtri = _lapack()
+    l, info = potrf(cov, lower=1, clean=1)
     if info != 0:
         raise ValueError(CHOLESKY_ERROR)
-    inv, info = _TRTRI(l, lower=1)
+    inv, info = trtri(l, lower=1)
     if info != 0:
         raise ValueError(CHOLESKY_ERROR)
     return inv.T
 
 
-_POTRF, _TRTRI = lapack.dpotrf, lapack.dtrtri
+@functools.cache
+def _lapack() -> tuple[Callable, Callable]:
+    """LAPACK's dpotrf and dtrtri, imported on first use (a job's start-up does not pay for scipy)."""
+    from scipy.linalg import lapack
+
+    return lapack.dpotrf, lapack.dtrtri
 
 
 def _prec_chol_matrix(cov: np.ndarray) -> np.ndarray:
@@ -669,6 +673,8 @@ def _prec_chol_diag(cov):
 
 def _from_prec_matrix(prec: np.ndarray) -> np.ndarray:
     # U upper triangular with U U^T = P: flip, Cholesky, flip back.
+    from scipy import linalg
+
     try:
         l = linalg.cholesky(prec[::-1, ::-1], lower=True, check_finite=False)
     except linalg.LinAlgError:
