@@ -23,7 +23,9 @@ Detectors, all with ONE configuration rule for every stream, from (n_records, n_
   (``20 * K * d(d+3)/2 <= n``), otherwise 'diag'; ``reg_covar=0.1``; a warm-up of 16 records per
   component, at least 32, capped at a fifth of the stream (``min(max(32, 16 K), n // 5)``);
   ``update_every=8``. Before its warm-up fit the detector scores with its provisional diagonal
-  Gaussian of the (standardised) records learned so far.
+  Gaussian of the (standardised) records learned so far. The table ranks by ``-log p(x)``
+  (``nll_one``); the calibrated ``score_one`` (River's [0, 1] scale) is reported below it, with
+  scikit-learn's ROC-AUC and River's ``metrics.ROCAUC``, beside HalfSpaceTrees' River ROCAUC.
 * HST: ``MinMaxScaler | HalfSpaceTrees`` (River's documented recipe; default trees and window).
 * IsolationForest (defaults): prequential by periodic refits, as scikit-learn has no incremental
   fit. A forest refitted every ``max(25, n // 40)`` records on the last 5000 records (every record
