@@ -29,6 +29,7 @@ from river import base as river_base
 from sklearn.base import BaseEstimator, OutlierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from online_gmm.river import negative_log_likelihood
 from online_gmm.threshold import NLLThreshold
 
 __all__ = ["GMMOutlierDetector", "NLLFilter", "NLLThreshold"]
@@ -96,8 +97,13 @@ class NLLFilter(river_base.AnomalyFilter):
         """True if ``score`` is above the current threshold."""
         return self.threshold_.classify(score)
 
+    def score_one(self, x: dict) -> float:
+        """The score the threshold applies to: -log p(x) for a GMMAnomalyDetector (or a pipeline
+        ending in one; its own ``score_one`` is calibrated to [0, 1]), else the detector's score."""
+        return negative_log_likelihood(self.anomaly_detector, x)
+
     def learn_one(self, x: dict, **kwargs: Any) -> None:
-        score = self.anomaly_detector.score_one(x)
+        score = self.score_one(x)
         flagged = self.threshold_.classify(score)
         self.threshold_.update(score)
         self.n_flagged_ += flagged

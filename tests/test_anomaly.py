@@ -251,20 +251,20 @@ def test_detector_scores_the_warm_up_with_a_provisional_diagonal_gaussian():
     X = rng.normal(size=(40, 3)) * [1.0, 2.0, 0.5] + [0.0, 5.0, -1.0]
     model = GMMAnomalyDetector(n_components=2, warm_up=200, update_every=8, reg_covar=1e-3, seed=0)
     x0 = {"a": 0.1, "b": 4.0, "c": -1.2}
-    assert model.score_one(x0) == 0.0
+    assert model.nll_one(x0) == 0.0
     model.learn_one(dict(zip("abc", X[0])))
-    assert model.score_one(x0) == 0.0          # fewer than two records: no provisional model
+    assert model.nll_one(x0) == 0.0          # fewer than two records: no provisional model
     for row in X[1:]:
         model.learn_one(dict(zip("abc", row)))
     assert model.params_ is None               # still warming up
     var = X.var(axis=0) + 1e-3
     x = np.array([0.1, 4.0, -1.2])
     expected = 0.5 * np.sum((x - X.mean(axis=0)) ** 2 / var + np.log(2 * np.pi * var))
-    assert model.score_one(x0) == pytest.approx(expected, rel=1e-9)
+    assert model.nll_one(x0) == pytest.approx(expected, rel=1e-9)
     # a missing feature: the exact marginal of the provisional Gaussian
     expected_ab = 0.5 * np.sum(((x - X.mean(axis=0)) ** 2 / var + np.log(2 * np.pi * var))[:2])
-    assert model.score_one({"a": 0.1, "b": 4.0}) == pytest.approx(expected_ab, rel=1e-9)
+    assert model.nll_one({"a": 0.1, "b": 4.0}) == pytest.approx(expected_ab, rel=1e-9)
     import pandas as pd
     frame = pd.DataFrame([x0])
-    assert model.score_many(frame).iloc[0] == pytest.approx(expected, rel=1e-9)
-    assert model.score_one({"a": 0.0, "b": 5.0, "c": -1.0}) < model.score_one({"a": 6.0, "b": 5.0, "c": -1.0})
+    assert model.nll_many(frame).iloc[0] == pytest.approx(expected, rel=1e-9)
+    assert model.nll_one({"a": 0.0, "b": 5.0, "c": -1.0}) < model.nll_one({"a": 6.0, "b": 5.0, "c": -1.0})

@@ -262,7 +262,9 @@ def test_river_learners_skip_and_count_records_they_cannot_learn(ctype):
             warnings.simplefilter("ignore")
             for v in RAY:
                 x = {"a": v, "b": -v, "c": 0.5 * v}
-                scores.append(model.score_one(x))
+                scores.append(model.nll_one(x))
+                if cls is GMMAnomalyDetector:          # River's scale: a probability
+                    assert 0.0 <= model.score_one(x) <= 1.0
                 if cls is OnlineGMM:
                     p = np.array(list(model.predict_proba_one(x).values()))
                     assert not np.isnan(p).any() and np.isclose(p.sum(), 1.0)
