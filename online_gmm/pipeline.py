@@ -160,7 +160,7 @@ class Pipeline:
         self._since_refit = 0
         self._pending: list[Any] = []
         self._last_data: float | None = None   # when the source last gave a record (idle timeout)
-        self._warm_up_meta: dict[str, list] | None = None   # positions of the warm-up's rows
+        self._warm_up_meta: list[dict[str, list]] | None = None   # the warm-up's rows, per batch
         self._warm_up_rows_kept: np.ndarray | None = None
         model._validate_params()
         self._online = None
@@ -418,12 +418,14 @@ class Pipeline:
             rejects.append(Reject(why[int(ids[i])], _values_raw(X[i]), meta))
         earlier = sorted(set(why) - set(ids[here].tolist()))
         if earlier:
-            warm = self._warm_up_meta or {"ids": [], "rows": [], "x": []}
-            where = {int(k): j for j, k in enumerate(warm["ids"])}
+            where = {rid: (block, j) for block in (self._warm_up_meta or [])
+                     for j, rid in enumerate(block["ids"])}
             for rid in earlier:
-                j = where.get(rid)
-                meta = dict(warm["rows"][j]) if j is not None else {"record": rid}
-                raw = _values_raw(np.asarray(warm["x"][j])) if j is not None else b""
+                if rid in where:
+                    block, j = where[rid]
+                    meta, raw = dict(zip(block["keys"], block["rows"][j])), _values_raw(np.asarray(block["x"][j]))
+                else:
+                    meta, raw = {"record": rid}, b""
                 rejects.append(Reject(why[rid], raw, {**meta, "refused_after": "warm-up fit"}))
         s.good -= len(rejects)
         s.rejected += len(rejects)
@@ -436,17 +438,18 @@ class Pipeline:
                           done: bool, refused: list[tuple[int, str]]) -> None:
         """Keep the positions and values of the rows buffered by the warm-up (its fit may refuse one
         of them later); once the fit is made, the rows it kept are handed to the refit sample."""
-        warm = self._warm_up_meta or {"ids": [], "rows": [], "x": []}
+        blocks = self._warm_up_meta or []
         if done:
             gone = {rid for rid, _ in refused}
-            rows = [x for rid, x in zip(warm["ids"], warm["x"]) if rid not in gone] + X.tolist()
+            rows = [x for b in blocks for rid, x in zip(b["ids"], b["x"]) if rid not in gone] + X.tolist()
             self._warm_up_rows_kept = np.asarray(rows, dtype=np.float64).reshape(-1, X.shape[1])
             self._warm_up_meta = None
             return
-        warm["ids"] += ids.tolist()
-        warm["rows"] += records_from_columns(columns)
-        warm["x"] += X.tolist()
-        self._warm_up_meta = warm
+        # one block per batch: its column names in order, one list of values per row (JSON keeps
+        # lists in order, so a resumed job writes the same dead letters)
+        keys = list(columns)
+        rows = list(map(list, zip(*(columns[k].tolist() for k in keys)))) if keys else [[]] * len(ids)
+        self._warm_up_meta = blocks + [{"keys": keys, "ids": ids.tolist(), "rows": rows, "x": X.tolist()}]
 
     # ------------------------------------------------------------------------------ refits
     def refit_now(self) -> dict[str, Any]:
