@@ -296,6 +296,30 @@ def test_group_less_source_reads_every_partition(kafka_broker, kafka_topic, clie
         assert statuses[-1] == "end"
 
 
+def test_idle_clock_starts_with_the_assignment(kafka_broker, kafka_topic, kafka_group, client):
+    """A member waiting for the group's assignment (a restarted job, while a killed member's session
+    runs out) is not idle: max_idle_s counts only while it owns partitions, so it never ends early."""
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(1)
+    raws, _ = make_events(30, bad_every=None)
+    produce(bs, topic, raws, partitions=1)
+    group = kafka_group()
+    with source(bs, topic, client, group) as holder:     # a member that holds the partition...
+        drain(holder, 30)
+        with source(bs, topic, client, group, max_idle_s=0.3) as late:
+            # ...while the second member waits for its turn: never "end" while it owns nothing
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                batch = late.read(10, timeout=0.1)
+                holder.read(10, timeout=0.0)             # the holder stays alive in the group
+                if late.assignment():
+                    break
+                assert batch.status == "idle", "ended while waiting for the assignment"
+    with source(bs, topic, client, kafka_group(), max_idle_s=0.3) as fresh:
+        batches = drain(fresh, 30)
+        assert sum(b.n_records for b in batches) == 30
+
+
 def test_seek_validates_position(kafka_broker, kafka_topic, kafka_group, client):
     topic = kafka_topic(1)
     with source(kafka_broker.bootstrap_servers, topic, client, kafka_group()) as src:

@@ -207,7 +207,9 @@ class KafkaSource(Source):
         The ``source`` field of every record's meta; default ``"kafka:<topics>"``.
     max_idle_s : float or None, default None
         A Kafka source normally never ends (status ``"idle"`` when nothing arrives).  With a number,
-        :meth:`read` answers ``"end"`` once no record has arrived for that many seconds.
+        :meth:`read` answers ``"end"`` once no record has arrived for that many seconds while the
+        source owns partitions: waiting for the group to assign them (after a crashed member, until
+        its session times out) does not count, and every new assignment restarts the clock.
     client : {"confluent", "kafka-python"} or None, default None
         The client library.  ``None``: confluent-kafka (librdkafka) when installed, else kafka-python
         with a warning.
@@ -339,6 +341,7 @@ class KafkaSource(Source):
             if key not in owned:
                 del self._pending[key]
         self._assigned_once = True
+        self._last_record = time.monotonic()   # the idle clock starts with the assignment
         return start
 
     # ------------------------------------------------------------------ Source API
@@ -452,7 +455,9 @@ class KafkaSource(Source):
                 self._last_existence_check = now
                 self._check_existence()
             status = "idle"
-            if self.max_idle_s is not None and now - self._last_record >= self.max_idle_s:
+            if not self._assigned():
+                self._last_record = now    # nothing owned yet: waiting for the group is not idleness
+            elif self.max_idle_s is not None and now - self._last_record >= self.max_idle_s:
                 status = "end"
             return Batch(np.empty((0, self._n_features())), {}, [], self.position(), status)
         self._last_record = now
