@@ -132,7 +132,8 @@ def partial_fit_alone(X: np.ndarray, batch: int, repeats: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------ pipeline
-def config(kind: str, path: Path, out: Path, *, refit_every: int, sink: str) -> dict:
+def config(kind: str, path: Path, out: Path, *, refit_every: int, sink: str,
+           batch_size: int | None = None) -> dict:
     source = {"type": kind, "path": str(path), "carry": ["id", "ts"]}
     if kind == "jsonl":
         source["fields"] = [f"metrics.{f}" for f in FIELDS]
@@ -147,7 +148,7 @@ def config(kind: str, path: Path, out: Path, *, refit_every: int, sink: str) -> 
         "refit": {"every": refit_every, "candidates": [3, 4, 5]},
         "checkpoint": {"directory": str(out / "state"), "every": 100_000},
         "sinks": sinks,
-        "pipeline": {"features": False},
+        "pipeline": {"features": False, **({"batch_size": batch_size} if batch_size else {})},
     }
     return parse_config(raw)
 
@@ -306,7 +307,10 @@ def _kafka(tmp: Path, X: np.ndarray, n: int, repeats: int) -> bool:
                 cfg = parse_config({
                     "source": {"type": "kafka", "topics": "events", "bootstrap_servers": bs,
                                "group_id": f"bench-{client}-{r}", "client": client, "max_idle_s": 1.0,
-                               "fields": list(FIELDS), "carry": ["id"]},
+                               "fields": list(FIELDS), "carry": ["id"],
+                               # the test broker (Tansu) joins a group in about session_timeout / 2
+                               # (23 s at the clients' default 45 s): the tests' settings
+                               "settings": {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400}},
                     "model": {"n_components": 4, "covariance_type": "full", "random_state": 0},
                     "anomaly": {"quantile": 0.99},
                     "checkpoint": {"directory": str(tmp / f"k-{client}-{r}" / "state"), "every": 100_000},

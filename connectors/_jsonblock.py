@@ -125,7 +125,7 @@ class BlockDecoder:
                 # two maps in C, no Python function per record
                 self._tuple_of = (lambda recs: map(astuple, recs)) if not p else \
                     (lambda recs: map(astuple, map(get, recs)))
-        self._carry = attrgetter(*attrs[self.d:]) if carry else None
+        self._carry = [attrgetter(a) for a in attrs[self.d:]]   # one getter per field: no tuples
         self.n_carry = len(carry)
 
     def decode(self, raws: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[list[Any]], np.ndarray]:
@@ -236,9 +236,4 @@ class BlockDecoder:
         return X, done, self._carried(recs), left
 
     def _carried(self, recs: list[Any]) -> list[list[Any]]:
-        if self._carry is None:
-            return []
-        got = list(map(self._carry, recs))
-        if self.n_carry == 1:
-            return [got]
-        return [list(c) for c in zip(*got)] if got else [[] for _ in range(self.n_carry)]
+        return [list(map(get, recs)) for get in self._carry]

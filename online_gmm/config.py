@@ -73,7 +73,7 @@ _SINK_KEYS = {"type": None, "path": None, "fields": None, "topic": None, "bootst
 DEFAULTS: dict[str, Any] = {
     "source": _SOURCE_KEYS,
     "model": {"n_components": 3},
-    "pipeline": {"batch_size": 500, "max_records": None, "responsibilities": False, "features": True},
+    "pipeline": {"batch_size": 5000, "max_records": None, "responsibilities": False, "features": True},
     "anomaly": {"threshold": None, "quantile": 0.99, "policy": "adapt", "min_samples": 200},
     "refit": {"every": 0, "reservoir_size": 5000, "mode": "reservoir", "candidates": None,
               "criterion": "bic", "n_init": 2, "max_iter": 100, "seed": 0, "dask_scheduler": None},
