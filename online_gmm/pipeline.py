@@ -360,7 +360,14 @@ class Pipeline:
             learned[0] = int(mask.sum())
             return mask
 
-        out, refused = online.score_then_learn(X, decide, ids=ids)
+        try:
+            out, refused = online.score_then_learn(X, decide, ids=ids)
+        except ValueError as exc:
+            # the core could not learn the batch and could name no record for it (it leaves its
+            # state as it was): the whole batch goes to the dead letters, and the stream goes on
+            out, learned[0], flags[:] = None, n, False
+            refused = [(int(i), f"the model could not learn the batch holding this record: {exc}")
+                       for i in ids.tolist()]
         self.summary.learned += learned[0]
         self.summary.n_components = online.n_components if online.initialised else None
         keep = np.ones(n, dtype=bool)

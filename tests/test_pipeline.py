@@ -442,3 +442,30 @@ def test_idle_timeout_stops_a_followed_run_with_a_partial_last_batch(tmp_path):
     counters = _newest_counters(tmp_path / "ck")
     assert counters["records"] == counters["good"] == 2750
     assert len((tmp_path / "scores.jsonl").read_text().splitlines()) == 2750
+
+
+def test_a_batch_the_core_cannot_learn_is_dead_lettered_and_the_stream_goes_on(tmp_path, events):
+    """When the core refuses a batch without naming a record (its state left as it was), the whole
+    batch is dead-lettered with the reason and the job goes on with the next batch."""
+    path, truth = events
+    pipe = _pipeline(tmp_path, path, ck="ck-fail", scores="fail.jsonl", refit_every=0)
+    pipe._ensure_online(len(DEMO_FIELDS))
+    real = pipe.online.score_then_learn
+    calls = []
+
+    def flaky(X, learn=None, **kw):
+        calls.append(X.shape[0])
+        if len(calls) == 3:
+            raise ValueError("Fitting the mixture model failed (simulated)")
+        return real(X, learn, **kw)
+
+    pipe.online.score_then_learn = flaky
+    s = pipe.run()
+    pipe.close()
+    n_bad = int(truth["bad"].sum())
+    assert s.records == 8000 and s.rejected == n_bad + calls[2] and s.good == 8000 - n_bad - calls[2]
+    dead = [json.loads(x) for x in (tmp_path / "fail.jsonl.dead").read_text().splitlines()]
+    simulated = [d for d in dead if "simulated" in d["reason"]]
+    assert len(simulated) == calls[2] and all("line" in d for d in simulated)
+    assert len((tmp_path / "fail.jsonl").read_text().splitlines()) == s.good
+    assert pipe.online.n_seen == s.good
