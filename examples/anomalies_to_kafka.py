@@ -48,6 +48,8 @@ def main(argv=None):
             "source": {"type": "jsonl", "path": str(out / "events.jsonl"), "fields": DEMO_FIELDS},
             "model": {"n_components": 3, "halflife": 4000, "warm_up": 1000, "random_state": 0},
             "anomaly": {"quantile": 0.99, "policy": args.policy},
+            # a small stream: batches of 500 so the threshold (set from the batches before) moves with it
+            "pipeline": {"batch_size": 500},
             "sinks": {"anomalies": {"type": "kafka", "topic": args.topic, "bootstrap_servers": servers}},
         })
         pipe = build_pipeline(cfg)

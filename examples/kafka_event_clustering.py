@@ -57,6 +57,7 @@ def main(argv=None):
                        "settings": {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400}},
             "model": {"n_components": 3, "halflife": 4000, "warm_up": 1000, "random_state": 0},
             "refit": {"every": 2000, "candidates": [2, 3, 4, 5], "mode": "window", "reservoir_size": 2000},
+            "pipeline": {"batch_size": 500},   # a small stream: several batches between refits
             "checkpoint": {"directory": str(out / "checkpoints"), "every": 1000},
             "sinks": {"scores": {"type": "jsonl", "path": str(out / "clusters.jsonl")},
                       "dead_letters": {"type": "jsonl", "path": str(out / "dead_letters.jsonl")}},

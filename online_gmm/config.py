@@ -254,7 +254,7 @@ def parse_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     --------
     >>> cfg = parse_config({"source": {"type": "jsonl", "path": "x.jsonl", "fields": ["a"]}})
     >>> cfg["pipeline"]["batch_size"], cfg["anomaly"]["policy"]
-    (500, 'adapt')
+    (5000, 'adapt')
     >>> parse_config({"source": {"type": "jsonl", "path": "x", "fields": ["a"], "feilds": 1}})
     Traceback (most recent call last):
     ...

@@ -301,6 +301,7 @@ def test_pipeline_refits_on_the_cluster_equal_local_refits(cluster, tmp_path):
         cfg = parse_config({
             "source": {"type": "jsonl", "path": str(path), "fields": DEMO_FIELDS},
             "model": {"n_components": 3, "warm_up": 800, "random_state": 0},
+            "pipeline": {"batch_size": 500},
             "refit": {"every": 1500, "candidates": [2, 3, 4], "reservoir_size": 1000,
                       "dask_scheduler": scheduler}})
         pipe = build_pipeline(cfg, refit_fn=None if scheduler is None else make_dask_refit(scheduler))
