@@ -162,7 +162,6 @@ class Pipeline:
         self._started = False
         self._since_checkpoint = 0
         self._since_refit = 0
-        self._pending: list[Any] = []
         self._last_data: float | None = None   # when the source last gave a record (idle timeout)
         self._warm_up_meta: list[dict[str, list]] | None = None   # the warm-up's rows, per batch
         self._warm_up_rows_kept: np.ndarray | None = None
