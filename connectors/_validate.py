@@ -3,7 +3,7 @@ non-finite rows moved to the rejects."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -61,3 +61,42 @@ def _split_nonfinite(
     rejects.sort()
     good = [g for g, k in zip(good, ok) if k]
     return X[ok], good, rejects
+
+
+class ColumnsDecoder:
+    """What the decoders with carried fields share: ``decode_many`` from ``decode_columns``, and the
+    carried values as object columns (subclasses set ``carry_names`` and define ``decode_columns``)."""
+
+    carry_names: list[str]
+
+    def decode_columns(
+        self, raws: Sequence[bytes]
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]], dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def decode_many(
+        self, raws: Sequence[bytes]
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+        """Decode a batch (see :class:`connectors.decoders.Decoder`), without the carried columns.
+
+        Parameters
+        ----------
+        raws : sequence of bytes, length n_records
+
+        Returns
+        -------
+        X : ndarray of shape (n_good, n_features), float64
+        good : list of int
+        rejects : list of (int, str)
+        """
+        X, good, rejects, _ = self.decode_columns(raws)
+        return X, good, rejects
+
+    def _carried_columns(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
+        """One object column per carried name, from one list of values per name."""
+        out: dict[str, np.ndarray] = {}
+        for name, values in zip(self.carry_names, carried):
+            col = np.empty(len(values), dtype=object)
+            col[:] = values
+            out[name] = col
+        return out

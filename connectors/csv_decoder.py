@@ -14,12 +14,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from connectors._validate import _bad_utf8, _check_missing, shorten
+from connectors._validate import ColumnsDecoder, _bad_utf8, _check_missing, shorten
 
 __all__ = ["CSVDecoder"]
 
 
-class CSVDecoder:
+class CSVDecoder(ColumnsDecoder):
     """One CSV row per record to a float vector.
 
     Parameters
@@ -247,24 +247,6 @@ class CSVDecoder:
             X[:, j] = table.column(c).to_numpy()
         return X, [table.column(c).to_pylist() for c in carried]
 
-    def decode_many(
-        self, raws: Sequence[bytes]
-    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-        """Decode a batch; see :class:`Decoder`.
-
-        Parameters
-        ----------
-        raws : sequence of bytes, length n_records
-
-        Returns
-        -------
-        X : ndarray of shape (n_good, n_features), float64
-        good : list of int
-        rejects : list of (int, str)
-        """
-        X, good, rejects, _ = self.decode_columns(raws)
-        return X, good, rejects
-
     def decode_columns(
         self, raws: Sequence[bytes]
     ) -> tuple[np.ndarray, list[int], list[tuple[int, str]], dict[str, np.ndarray]]:
@@ -272,13 +254,13 @@ class CSVDecoder:
         n = len(raws)
         d = len(self._idx)
         if n == 0:
-            return np.empty((0, d)), [], [], self._carried([[] for _ in self._carry_idx])
+            return np.empty((0, d)), [], [], self._carried_columns([[] for _ in self._carry_idx])
         got = self._fast(raws) if n > 1 or self._width is not None else None
         if got is not None:
             X, carried = got
             ok = np.isfinite(X).all(axis=1)
             if ok.all():
-                return X, list(range(n)), [], self._carried(carried)
+                return X, list(range(n)), [], self._carried_columns(carried)
             # Some literal nan/inf: let the row-by-row path name them.
         flat: list[float] = []
         good: list[int] = []
@@ -295,15 +277,8 @@ class CSVDecoder:
                     cells = self.split_row(raw)
                     for c, j in zip(carried, self._carry_idx):
                         c.append(cells[j] if j < len(cells) else None)
-        return np.array(flat, dtype=np.float64).reshape(len(good), d), good, rejects, self._carried(carried)
+        return np.array(flat, dtype=np.float64).reshape(len(good), d), good, rejects, self._carried_columns(carried)
 
-    def _carried(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for name, values in zip(self.carry_names, carried):
-            col = np.empty(len(values), dtype=object)
-            col[:] = values
-            out[name] = col
-        return out
 
 
 _ARROW: list[Any] = []

@@ -39,7 +39,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from connectors._validate import _bad_utf8, _check_missing, _split_nonfinite, shorten
+from connectors._validate import ColumnsDecoder, _bad_utf8, _check_missing, _split_nonfinite, shorten
 from connectors.csv_decoder import CSVDecoder
 
 __all__ = ["Decoder", "JSONDecoder", "CSVDecoder", "RawArrayDecoder", "shorten"]
@@ -92,7 +92,7 @@ class _NotFinite:
         return self.text
 
 
-class JSONDecoder:
+class JSONDecoder(ColumnsDecoder):
     """JSON objects to float vectors, fields chosen by name with dotted paths for nested objects.
 
     Parameters
@@ -211,24 +211,6 @@ class JSONDecoder:
             out.append(v)
         return out, obj
 
-    def decode_many(
-        self, raws: Sequence[bytes]
-    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-        """Decode a batch; see :class:`Decoder`.
-
-        Parameters
-        ----------
-        raws : sequence of bytes, length n_records
-
-        Returns
-        -------
-        X : ndarray of shape (n_good, n_features), float64
-        good : list of int
-        rejects : list of (int, str)
-        """
-        X, good, rejects, _ = self.decode_columns(raws)
-        return X, good, rejects
-
     def decode_columns(
         self, raws: Sequence[bytes]
     ) -> tuple[np.ndarray, list[int], list[tuple[int, str]], dict[str, np.ndarray]]:
@@ -285,16 +267,10 @@ class JSONDecoder:
         good = np.concatenate([done, np.asarray(slow_good, dtype=np.int64)])
         order = np.argsort(good, kind="stable")
         Xall = np.concatenate([X, np.asarray(rows, dtype=np.float64).reshape(len(rows), d)])[order]
-        carried = [[(fast + slow)[j] for j in order.tolist()] for fast, slow in zip(carried, slow_carry)]
+        idx = order.tolist()
+        carried = [[both[j] for j in idx] for both in (fast + slow for fast, slow in zip(carried, slow_carry))]
         return Xall, good[order].tolist(), rejects, self._carried_columns(carried)
 
-    def _carried_columns(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for name, values in zip(self.carry_names, carried):
-            col = np.empty(len(values), dtype=object)
-            col[:] = values
-            out[name] = col
-        return out
 
 
 def _field_path(f: Any, what: str) -> tuple[str, ...]:
