@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from connectors.base import (DictColumn, Reject, concat_columns, constant_column, records_from_columns,
-                             take_columns)
+from connectors.base import Reject, concat_columns, records_from_columns, take_columns
 from connectors.deadletter import DeadLetterSink
 from online_gmm._online import rng_state_from_json, rng_state_to_json
+from online_gmm._records import score_columns, values_raw
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
 from online_gmm.model_spec import ModelSpec, check_random_state
 from online_gmm.refit import BICHistory, Reservoir, refit
@@ -383,29 +383,9 @@ class Pipeline:
         scores_sink, anomalies_sink = self.sinks["scores"], self.sinks["anomalies"]
         if scores_sink is None and anomalies_sink is None:
             return keep
-        cols = dict(columns)
-        if out is None:
-            cols["cluster"] = constant_column(None, n)
-            cols["probability"] = cols["cluster"]
-            cols["log_likelihood"] = cols["cluster"]
-            cols["anomaly"] = flags
-            if self.include_responsibilities:
-                cols["responsibilities"] = cols["cluster"]
-        else:
-            log_resp, log_p = out
-            comp = log_resp.argmax(axis=1)
-            labels = self._labels if self._labels is not None and len(self._labels) == log_resp.shape[1] \
-                else np.arange(log_resp.shape[1])
-            cols["cluster"] = labels[comp]
-            cols["probability"] = np.exp(np.take_along_axis(log_resp, comp[:, None], axis=1)[:, 0])
-            cols["log_likelihood"] = log_p
-            cols["anomaly"] = flags
-            if self.include_responsibilities:
-                cols["responsibilities"] = DictColumn(np.exp(log_resp), [str(int(k)) for k in labels])
-        # the same columns in every batch (a columnar sink keeps one schema)
-        cols["warming_up"] = np.full(n, out is None)
-        if self.include_features:
-            cols["x"] = X
+        cols = score_columns(columns, out, flags, X, self._labels,
+                             responsibilities=self.include_responsibilities,
+                             features=self.include_features)
         if scores_sink is not None:
             scores_sink.write_columns(cols)
         if anomalies_sink is not None and flags.any():
@@ -425,7 +405,7 @@ class Pipeline:
         rejects = []
         for i in np.flatnonzero(here).tolist():
             meta = {k: v for k, v in records_from_columns(take_columns(columns, [i]))[0].items()}
-            rejects.append(Reject(why[int(ids[i])], _values_raw(X[i]), meta))
+            rejects.append(Reject(why[int(ids[i])], values_raw(X[i]), meta))
         earlier = sorted(set(why) - set(ids[here].tolist()))
         if earlier:
             where = {rid: (block, j) for block in (self._warm_up_meta or [])
@@ -433,7 +413,7 @@ class Pipeline:
             for rid in earlier:
                 if rid in where:
                     block, j = where[rid]
-                    meta, raw = dict(zip(block["keys"], block["rows"][j])), _values_raw(np.asarray(block["x"][j]))
+                    meta, raw = dict(zip(block["keys"], block["rows"][j])), values_raw(np.asarray(block["x"][j]))
                 else:
                     meta, raw = {"record": rid}, b""
                 rejects.append(Reject(why[rid], raw, {**meta, "refused_after": "warm-up fit"}))
@@ -623,11 +603,6 @@ class Pipeline:
         finally:
             if self.store is not None:
                 self.store.unlock()
-
-
-def _values_raw(x: np.ndarray) -> bytes:
-    """The raw record of a refused row: its values as a JSON array (``repr`` of each float)."""
-    return ("[" + ", ".join(map(repr, x.tolist())) + "]").encode()
 
 
 def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:
