@@ -10,14 +10,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from connectors.base import (
-    ConnectorError,
-    DictColumn,
-    Position,
-    PositionError,
-    Sink,
-    columns_from_records,
-)
+from connectors._arrow import _arrow_column, _as_read_back, _castable, _unify, dictionary_columns
+from connectors.base import ConnectorError, Position, PositionError, Sink, columns_from_records
 from connectors.decoders import shorten
 
 __all__ = ["ParquetSink"]
@@ -49,169 +43,6 @@ def _fsync_file(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _castable(src: Any, dst: Any) -> bool:
-    """Whether values of Arrow type ``src`` may be cast into a column of type ``dst`` without loss of meaning.
-
-    Same type; null into anything; integers into integers or floats; floats into floats; strings into
-    strings; lists and maps element by element.
-    """
-    import pyarrow as pa
-
-    t = pa.types
-    if src == dst or t.is_null(src):
-        return True
-    if t.is_integer(src):
-        return t.is_integer(dst) or t.is_floating(dst)
-    if t.is_floating(src):
-        return t.is_floating(dst)
-    if (t.is_string(src) or t.is_large_string(src)) and (t.is_string(dst) or t.is_large_string(dst)):
-        return True
-    if t.is_map(src) and t.is_map(dst):
-        return _castable(src.key_type, dst.key_type) and _castable(src.item_type, dst.item_type)
-    lists = (t.is_list, t.is_large_list, t.is_fixed_size_list)
-    if any(f(src) for f in lists) and any(f(dst) for f in lists):
-        return _castable(src.value_type, dst.value_type)
-    return False
-
-
-def _unify(a: Any, b: Any) -> Any:
-    """The narrowest Arrow type both ``a`` and ``b`` cast into without loss (None if there is none).
-
-    null with T gives T; integers with integers int64, with floats float64; lists and maps element by
-    element.
-    """
-    import pyarrow as pa
-
-    t = pa.types
-    if a == b or t.is_null(b):
-        return a
-    if t.is_null(a):
-        return b
-    numeric = (lambda x: t.is_integer(x) or t.is_floating(x))
-    if numeric(a) and numeric(b):
-        return pa.int64() if t.is_integer(a) and t.is_integer(b) else pa.float64()
-    if t.is_map(a) and t.is_map(b):
-        key, item = _unify(a.key_type, b.key_type), _unify(a.item_type, b.item_type)
-        return None if key is None or item is None else pa.map_(key, item)
-    if t.is_list(a) and t.is_list(b):
-        value = _unify(a.value_type, b.value_type)
-        return None if value is None else pa.list_(value)
-    return a if _castable(b, a) else (b if _castable(a, b) else None)
-
-
-def _settled(typ: Any) -> Any:
-    """``typ`` with every null type (a column, list or map value with no value yet) made float64."""
-    import pyarrow as pa
-
-    t = pa.types
-    if t.is_null(typ):
-        return pa.float64()
-    if t.is_map(typ):
-        return pa.map_(_settled(typ.key_type), _settled(typ.item_type))
-    if t.is_list(typ):
-        return pa.list_(_settled(typ.value_type))
-    return typ
-
-
-def _as_read_back(schema: Any) -> Any:
-    """``schema`` as a Parquet reader gives it back (e.g. a list's value field is named ``element``).
-
-    A sink that resumes takes its schema from its last part; taking the first batch's schema through
-    the same round trip makes both write byte-identical files.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = pa.BufferOutputStream()
-    pq.write_table(schema.empty_table(), buf)
-    return pq.read_schema(pa.BufferReader(buf.getvalue())).remove_metadata()
-
-
-def _arrow_1d(name: str, values: np.ndarray) -> Any:
-    """A 1-D numpy column as an Arrow array that owns its memory (the caller's array is not kept)."""
-    import pyarrow as pa
-
-    if values.dtype.kind in "fiub":
-        return pa.array(np.array(values, copy=True))  # pyarrow would share a numeric buffer
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise ConnectorError(
-            f"column {name!r} cannot be written to Parquet ({exc}); a column must hold one kind of "
-            f"value (numbers, strings, lists or dicts), got e.g. {shorten(values[:3].tolist(), 200)}"
-        ) from exc
-
-
-def _map_of(n: int, names: Sequence[str], items: Any, mask: Any = None) -> Any:
-    """A map array of ``n`` rows with the keys ``names`` each, ``items`` row-major (n * k values)."""
-    import pyarrow as pa
-
-    k = len(names)
-    keys = np.empty(n * k, dtype=object)
-    if k:
-        keys[:] = np.tile(np.asarray(names, dtype=object), n)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(k))
-    return pa.MapArray.from_arrays(offsets, pa.array(keys, pa.string()), items, mask=mask)
-
-
-def _struct_to_map(name: str, arr: Any) -> Any:
-    """A struct array (what pyarrow infers from dicts) as a map from key to value (null dicts stay null)."""
-    import pyarrow as pa
-
-    n, k = len(arr), arr.type.num_fields
-    names = [arr.type.field(j).name for j in range(k)]
-    children = arr.flatten()
-    item = pa.null()
-    for c in children:
-        item = _unify(item, c.type)
-        if item is None:
-            raise ConnectorError(
-                f"column {name!r}: the values of its dicts must be of one kind (numbers, strings, ...), got "
-                f"{', '.join(str(c.type) for c in children)}")
-    item = _settled(item)
-    values = pa.concat_arrays([c.cast(item) for c in children]) if k else pa.array([], item)
-    order = (np.arange(n)[:, None] + np.arange(k)[None, :] * n).ravel()  # row-major from column-major
-    mask = arr.is_null() if arr.null_count else None
-    return _map_of(n, names, values.take(pa.array(order)), mask)
-
-
-def _arrow_column(name: str, col: Any) -> Any:
-    """One column of :data:`connectors.base.Columns` as an Arrow array.
-
-    A 1-D array gives its Arrow type (object arrays are inferred: str -> string, list -> list, dict ->
-    map from key to value), a 2-D numeric array of shape (n, k) gives ``list<double>`` (or a list of
-    its dtype) with k values per row, a :class:`DictColumn` a ``map<string, double>`` (or of its
-    dtype): maps, unlike structs, take a different set of keys in a later batch (the responsibilities
-    after a refit changed the number of components).
-    """
-    import pyarrow as pa
-
-    if isinstance(col, DictColumn):
-        values = col.values
-        n, k = values.shape
-        items = _arrow_1d(name, np.ascontiguousarray(values).reshape(-1)) if values.dtype.kind != "O" \
-            else _arrow_1d(name, values.reshape(-1))
-        return _map_of(n, col.keys, items)
-    if not isinstance(col, np.ndarray):
-        values = np.empty(len(col), dtype=object)
-        values[:] = list(col)
-        col = values
-    if col.ndim == 1:
-        arr = _arrow_1d(name, col)
-        return _struct_to_map(name, arr) if pa.types.is_struct(arr.type) else arr
-    if col.ndim == 2 and col.dtype.kind in "fiub":
-        n, k = col.shape
-        flat = pa.array(np.ascontiguousarray(col).reshape(-1).copy())
-        if n * k < 2**31:
-            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(k)), flat)
-        return pa.LargeListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int64) * k), flat)
-    if col.ndim == 2:
-        rows = np.empty(col.shape[0], dtype=object)
-        rows[:] = [list(r) for r in col]
-        return _arrow_1d(name, rows)
-    raise ConnectorError(f"column {name!r} must be 1-D or 2-D, got shape {col.shape}")
 
 
 class ParquetSink(Sink):
@@ -377,7 +208,9 @@ class ParquetSink(Sink):
 
         pf = pq.ParquetFile(source)
         groups = [self._conform(pf.read_row_group(g), schema) for g in range(pf.metadata.num_row_groups)]
-        writer = pq.ParquetWriter(target, schema, compression=self.compression)
+        first = groups[0] if groups else schema.empty_table()
+        writer = pq.ParquetWriter(target, schema, compression=self.compression,
+                                  use_dictionary=dictionary_columns(first))
         for table in groups:
             writer.write_table(table, row_group_size=self.row_group_size)
         if keep_open:
@@ -490,9 +323,10 @@ class ParquetSink(Sink):
         if n == 0:
             return
         try:
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self._part_path(self._parts + 1, temp=True), self._schema,
-                                                compression=self.compression)
+            if self._writer is None:  # encodings chosen from the part's first row group
+                self._writer = pq.ParquetWriter(
+                    self._part_path(self._parts + 1, temp=True), self._schema, compression=self.compression,
+                    use_dictionary=dictionary_columns(table.slice(0, min(n, self.row_group_size))))
             self._writer.write_table(table.slice(0, n), row_group_size=self.row_group_size)
         except (OSError, pa.ArrowException) as exc:
             raise ConnectorError(f"cannot write a row group to {self.path!r}: {exc}") from exc
