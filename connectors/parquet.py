@@ -186,11 +186,13 @@ class ParquetSource(Source):
 
         table = self._pf.read_row_group(self._rg, columns=list(dict.fromkeys(self._present + self.carry)))
         n = table.num_rows
-        X = np.full((n, len(self.columns)), np.nan)
-        nulls = np.zeros((n, len(self.columns)), dtype=bool)
+        columns = []
+        nulls = None  # (n, n_features) bool, only where a column has a null
         for j, c in enumerate(self.columns):
             if c not in self._present:
+                nulls = np.zeros((n, len(self.columns)), dtype=bool) if nulls is None else nulls
                 nulls[:, j] = True
+                columns.append(np.full(n, np.nan))
                 continue
             col = table.column(c)
             t = col.type
@@ -199,14 +201,26 @@ class ParquetSource(Source):
                     f"column {c!r} of {self._path!r} must be numeric, got type {t} "
                     "(booleans and strings are not numbers)"
                 )
-            nulls[:, j] = pc.is_null(col).to_numpy(zero_copy_only=False)
-            X[:, j] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-        self._X, self._nulls = X, nulls
+            if col.null_count:
+                nulls = np.zeros((n, len(self.columns)), dtype=bool) if nulls is None else nulls
+                nulls[:, j] = pc.is_null(col).to_numpy(zero_copy_only=False)
+            # a null reads as NaN (it is told apart by ``nulls``)
+            columns.append(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False))
+        X = np.empty((n, len(self.columns)))
+        for j, values in enumerate(columns):
+            X[:, j] = values
+        # rows whose values are all finite (nulls are NaN here; None: every row): clean rows need no
+        # other check
+        finite = np.isfinite(X)
+        self._X, self._nulls, self._finite = X, nulls, None if finite.all() else finite.all(axis=1)
         self._carried = {c: _carry_column(table.column(c)) for c in self.carry}
         self._row_base = sum(self._group_rows[: self._rg])
 
     def read(self, max_records: int, timeout: float | None = None) -> Batch:
         """Next batch of at most ``max_records`` rows; see :meth:`Source.read`.
+
+        A clean stretch of a row group (every value finite) is handed on as views of the row group's
+        arrays: no per-row work and no copy.
 
         Returns
         -------
@@ -232,39 +246,58 @@ class ParquetSource(Source):
             if self._X is None:
                 self._load_group()
             a, b = self._row, min(self._group_rows[self._rg], self._row + need - n)
-            X, nulls = self._X[a:b], self._nulls[a:b]
-            finite = np.isfinite(X)
-            ok = (finite | nulls).all(axis=1) if self.missing == "nan" else finite.all(axis=1)
+            X = self._X[a:b]
             base = self._row_base + a
-            good = np.flatnonzero(ok)
-            k = good.size
+            if self._finite is None or self._finite[a:b].all():
+                good: Any = slice(None)
+                k = b - a
+                rows = np.arange(base, base + k, dtype=np.int64)
+                Xs.append(X)
+            else:
+                ok = self._rows_ok(a, b)
+                good = np.flatnonzero(ok)
+                k = good.size
+                rows = good.astype(np.int64) + base
+                Xs.append(X[ok])
+                self._reject(a, b, ok, base, rejects)
             part: dict[str, Any] = {
                 "source": constant_column(self.name, k),
                 "file": constant_column(self._path, k),
                 "row_group": np.full(k, self._rg, dtype=np.int64),
-                "row": good.astype(np.int64) + base,
+                "row": rows,
             }
             for c, values in self._carried.items():
                 part[c] = values[a:b][good]
             parts.append(part)
-            for r in np.flatnonzero(~ok):
-                j = int(np.flatnonzero(~(finite[r] | (nulls[r] & (self.missing == "nan"))))[0])
-                what = "null" if nulls[r, j] else f"not finite: {float(X[r, j])!r}"
-                values = {c: (None if nulls[r, k] else float(X[r, k])) for k, c in enumerate(self.columns)}
-                raw = json.dumps(values, allow_nan=True).encode()
-                meta = {"source": self.name, "file": self._path, "row_group": self._rg, "row": base + int(r)}
-                for c, col in self._carried.items():
-                    value = col[a + int(r)]
-                    meta[c] = value.item() if isinstance(value, np.generic) else value
-                rejects.append(Reject(f"column {self.columns[j]!r} is {what}", raw, meta))
-            Xs.append(X[ok])
             n += b - a
             self._row = b
         self._records += n
-        X = np.concatenate(Xs) if Xs else np.empty((0, len(self.columns)))
+        X = (Xs[0] if len(Xs) == 1 else np.concatenate(Xs)) if Xs else np.empty((0, len(self.columns)))
         meta = _concat_parts(parts, self.carry)
         status = "records" if n else "end"
         return Batch(X, meta, rejects, self.position(), status)
+
+    def _rows_ok(self, a: int, b: int) -> np.ndarray:
+        """Which rows ``a:b`` of the row group are good: finite, or null where ``missing="nan"``."""
+        if self.missing != "nan" or self._nulls is None:
+            return self._finite[a:b]
+        return (np.isfinite(self._X[a:b]) | self._nulls[a:b]).all(axis=1)
+
+    def _reject(self, a: int, b: int, ok: np.ndarray, base: int, rejects: list[Reject]) -> None:
+        """Append a :class:`Reject` for each bad row of ``a:b`` (its first bad column named)."""
+        X = self._X[a:b]
+        nulls = self._nulls[a:b] if self._nulls is not None else np.zeros(X.shape, dtype=bool)
+        finite = np.isfinite(X)
+        for r in np.flatnonzero(~ok):
+            j = int(np.flatnonzero(~(finite[r] | (nulls[r] & (self.missing == "nan"))))[0])
+            what = "null" if nulls[r, j] else f"not finite: {float(X[r, j])!r}"
+            values = {c: (None if nulls[r, k] else float(X[r, k])) for k, c in enumerate(self.columns)}
+            raw = json.dumps(values, allow_nan=True).encode()
+            meta = {"source": self.name, "file": self._path, "row_group": self._rg, "row": base + int(r)}
+            for c, col in self._carried.items():
+                value = col[a + int(r)]
+                meta[c] = value.item() if isinstance(value, np.generic) else value
+            rejects.append(Reject(f"column {self.columns[j]!r} is {what}", raw, meta))
 
     def position(self) -> Position:
         """``{"path", "inode", "size", "tail", "row_group", "row", "records"}`` of the next row."""
