@@ -21,7 +21,8 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
            sample_weight: np.ndarray | None = None, weights_init=None, means_init=None,
            precisions_init=None, start: GaussianParams | None = None, start_lower_bound: float = -np.inf,
            on_iter: Callable[[int, int, float, float], None] | None = None,
-           short_iter: int | None = None) -> EMResult:
+           short_iter: int | None = None,
+           on_init: Callable[[int, EMResult | None], None] | None = None) -> EMResult:
     """Best of ``n_init`` EM runs by final lower bound (ties keep the first), as scikit-learn does.
 
     With ``short_iter``, the starts are compared after short runs instead: each start runs at most
@@ -36,6 +37,8 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
         Warm start: a single run from these parameters (``n_init`` is then ignored).
     on_iter : callable(init, n_iter, lower_bound, change), optional
         Progress callback (verbose output).
+    on_init : callable(init, result), optional
+        Called as each start begins (``result=None``) and after its EM run (its EMResult).
     short_iter : int, optional
         Iterations of each start's short run (see above); ``None`` runs every start to the end.
 
@@ -47,6 +50,8 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
     best: EMResult | None = None
     runs = 1 if start is not None else n_init
     for init in range(runs):
+        if on_init is not None:
+            on_init(init, None)
         if start is not None:
             params, lb0 = start, start_lower_bound
         else:
@@ -60,6 +65,8 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
         result = run_em(X, params, reg_covar=reg_covar, tol=tol,
                         max_iter=min(max_iter, short_iter) if short else max_iter,
                         sample_weight=sample_weight, lower_bound=lb0, on_iter=cb)
+        if on_init is not None and max_iter > 0:
+            on_init(init, result)
         if best is None or result.lower_bound > best.lower_bound:
             best = result
     assert best is not None

@@ -58,10 +58,12 @@ def check_inits(weights_init, means_init, precisions_init, *, n_components: int,
             raise ValueError(
                 f"weights_init must have shape ({n_components},), got {weights_init.shape}")
         if np.any(weights_init < 0) or np.any(weights_init > 1) or not np.all(np.isfinite(weights_init)):
+            # plain Python floats in the message: "1.2", not "np.float64(1.2)"
             raise ValueError(
-                f"weights_init must be in [0, 1], got min {weights_init.min()!r}, max {weights_init.max()!r}")
+                f"weights_init must be in [0, 1], got min {float(weights_init.min())!r}, max "
+                f"{float(weights_init.max())!r}")
         if not np.allclose(weights_init.sum(), 1.0, rtol=0, atol=1e-6):
-            raise ValueError(f"weights_init must sum to 1, got {weights_init.sum()!r}")
+            raise ValueError(f"weights_init must sum to 1, got {float(weights_init.sum())!r}")
     if means_init is not None:
         means_init = np.asarray(means_init, dtype=np.float64)
         if means_init.shape != (n_components, n_features):

@@ -48,6 +48,10 @@ Refused = tuple[int, str]
 #: data of scale ~1: a value beyond it (whose square overflows past about 1.3e154) never reaches them.
 MAX_ABS = 1e150
 
+#: growth of the warm-up buffer after which a provisional fit starts afresh (see
+#: :meth:`OnlineEM.provisional`)
+_PROVISIONAL_GROWTH = 1.25
+
 
 class RefusedRecordsError(ValueError):
     """Records would make an update ill-defined (or are too large); the state was left unchanged.
@@ -145,6 +149,8 @@ class OnlineEM:
         self._buf_w: list[np.ndarray] = []
         self._buf_ids: list[np.ndarray] = []      # the ids the buffered rows were given
         self._scorer: Scorer | None = None
+        self._buf_version = 0        # bumped whenever the buffer changes (the provisional fit's key)
+        self._provisional: tuple | None = None    # see provisional()
 
     # ------------------------------------------------------------------ state
     @property
@@ -162,6 +168,67 @@ class OnlineEM:
                 raise RuntimeError("the model has no parameters yet (still warming up)")
             self._scorer = Scorer(self.params)
         return self._scorer
+
+    def provisional(self) -> tuple[SufficientStatistics, GaussianParams] | None:
+        """A model of the rows buffered so far, for predictions before the warm-up ends.
+
+        A short stream (fewer rows than the warm-up) still gets a model as soon as ``n_components``
+        rows are buffered. The buffer is fitted as at the end of the warm-up (batch EM, the warm-up's
+        starts); while it grows by less than a factor of two since that fit, later calls refine the
+        previous provisional parameters by EM on the whole buffer instead (a few iterations), so
+        that asking after every small batch costs about one fresh fit per doubling. The state is not
+        changed: the buffer, the clock and the random state (restored after the fit) are those of a
+        stream where nobody asked, and the warm-up ends exactly as it would have.
+
+        Returns
+        -------
+        (SufficientStatistics, GaussianParams) or None
+            The buffer's statistics (not decayed by the schedule) and their M-step; None while fewer
+            than ``n_components`` rows are buffered, after the warm-up, or when the buffer cannot be
+            fitted (e.g. an extreme record that the warm-up's end would refuse).
+        """
+        if self.initialised:
+            return None
+        rows = sum(len(b) for b in self._buf_X)
+        if rows < self.n_components or self.buffered <= 0:
+            return None
+        cached = getattr(self, "_provisional", None)
+        if cached is not None and cached[0] == self._buf_version:
+            return cached[2]
+        from online_gmm._em import run_em
+
+        Xb, wb = np.concatenate(self._buf_X), np.concatenate(self._buf_w)
+        w = None if bool(np.all(wb == 1.0)) else wb
+        state = self.rng.get_state()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if cached is None or cached[2] is None or rows >= _PROVISIONAL_GROWTH * cached[1]:
+                    result, fresh, anchor = self.initialise(Xb, w), rows, None
+                else:
+                    # EM from the last fresh fit's parameters (not from the last refinement: the
+                    # answer depends on when the caller asked only through that fit)
+                    fresh, anchor = cached[1], cached[3]
+                    result = run_em(Xb, anchor, reg_covar=self.reg_covar,
+                                    tol=getattr(self.initialise, "tol", 1e-3),
+                                    max_iter=max(1, getattr(self.initialise, "max_iter", 100)),
+                                    sample_weight=w)
+            stats = result.stats
+            if stats is None:                   # max_iter == 0
+                stats, _ = Scorer(result.params).expected_statistics(Xb, w)
+            params = stats.to_params(self.reg_covar)
+            if not (stats.is_finite() and params.is_finite()):
+                raise ValueError("non-finite provisional fit")
+            _check_scale(params, _trimmed_variances(Xb, self.reg_covar))
+            out: tuple[SufficientStatistics, GaussianParams] | None = (stats, params)
+            if anchor is None:
+                anchor = params
+        except ValueError:
+            out, fresh, anchor = None, rows, None
+        finally:
+            self.rng.set_state(state)
+        self._provisional = (self._buf_version, fresh, out, anchor)
+        return out
 
     def set_state(self, stats: SufficientStatistics, params: GaussianParams, t: float) -> None:
         """Install statistics and their parameters (after a batch fit, a refit, or a merge)."""
@@ -230,6 +297,7 @@ class OnlineEM:
         self._buf_X.append(np.array(X, dtype=np.float64, copy=True))
         self._buf_w.append(np.array(w, dtype=np.float64, copy=True))
         self._buf_ids.append(np.array(ids, dtype=np.int64, copy=True))
+        self._buf_version += 1
         self.n_seen += X.shape[0]
         self.weight_seen += float(w.sum())
         if not (self.buffered >= self.warm_up and sum(len(b) for b in self._buf_X) >= self.n_components):
@@ -280,6 +348,7 @@ class OnlineEM:
         keep = ok
         keep[bad] = False
         self._buf_X, self._buf_w, self._buf_ids = [Xb[keep]], [wb[keep]], [idb[keep]]
+        self._buf_version += 1
         self.n_seen -= int(bad.size)
         self.weight_seen -= float(wb[bad].sum())
         # as in a stream without the culprits: the warm-up ends once enough rows are buffered
@@ -288,6 +357,7 @@ class OnlineEM:
         return refused
 
     def _unbuffer_last(self) -> None:
+        self._buf_version += 1
         X, w = self._buf_X.pop(), self._buf_w.pop()
         self._buf_ids.pop()
         self.n_seen -= X.shape[0]
@@ -317,6 +387,7 @@ class OnlineEM:
         self._buf_X.clear()
         self._buf_w.clear()
         self._buf_ids.clear()
+        self._provisional = None
         self.n_updates += 1
 
     def _propose(self, X: np.ndarray, sample_weight: np.ndarray | None,
@@ -546,10 +617,12 @@ class OnlineEM:
         state = self.__dict__.copy()
         state["_scorer"] = None
         state.pop("_ref_var", None)
+        state.pop("_provisional", None)     # a cache, refitted on demand
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_buf_version", 0)
         if "_buf_ids" not in state:   # pickled before the buffered rows kept ids: -1, "unknown"
             self._buf_ids = [np.full(len(b), -1, dtype=np.int64) for b in self._buf_X]
 
@@ -579,6 +652,7 @@ class OnlineEM:
         self.reseeds = [tuple(r) for r in meta["reseeds"]]
         rng_state_from_json(self.rng, meta["rng"])
         self._buf_X, self._buf_w, self._buf_ids = [], [], []
+        self._buf_version += 1
         if "buffer.X" in arrays:
             self._buf_X.append(np.array(arrays["buffer.X"], dtype=np.float64))
             self._buf_w.append(np.array(arrays["buffer.w"], dtype=np.float64))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import time
 import warnings
 from typing import Any
 
@@ -22,6 +23,10 @@ from online_gmm.model_spec import PARAMETERS, Constraint, OnlineModelParams, che
 __all__ = ["OnlineGaussianMixture"]
 
 _INTERVAL_TYPES = {"int": numbers.Integral, "real": numbers.Real}
+
+#: attributes published from the warm-up buffer's provisional fit while ``partial_fit`` warms up
+_PROVISIONAL_NAMES = frozenset({"_params_", "weights_", "means_", "covariances_",
+                                "precisions_cholesky_"})
 
 
 def _sklearn_constraint(constraint: Constraint) -> Any:
@@ -86,7 +91,11 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         Sample weight buffered by ``partial_fit`` before the first M-step; the buffer is fitted by
         batch EM with ``warm_up_n_init`` starts. 'auto' is ``max(2000, 40 * n_components * n_features)``
         (at half that, 1 seed in 6 of benchmarks/tune_online_defaults.py stayed in a merged-component
-        optimum, -0.13 nats/point).
+        optimum, -0.13 nats/point). A short stream is not left without a model: as soon as
+        ``n_components`` rows were seen, reading a fitted attribute or predicting fits the buffer so
+        far (provisional parameters, refined as more rows arrive; see
+        :meth:`OnlineEM.provisional <online_gmm._online.OnlineEM.provisional>`), without changing
+        how the warm-up ends.
     warm_up_n_init : int, default=3
         Batch-EM starts on the warm-up buffer. Stepwise EM rarely leaves the warm-up's local
         optimum, so one start often costs 0.1-0.25 nats/point; three are the default. The starts
@@ -214,7 +223,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         if not np.all(np.isfinite(w)):
             raise ValueError("sample_weight contains NaN or infinity")
         if np.any(w < 0):
-            raise ValueError(f"sample_weight must be >= 0, got a minimum of {w.min()!r}")
+            raise ValueError(f"sample_weight must be >= 0, got a minimum of {float(w.min())!r}")
         if w.sum() <= 0:
             raise ValueError("sample_weight: all weights are zero; their sum must be positive")
         return w
@@ -258,10 +267,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         weights_init, means_init, precisions_init = self._inits(d)
         rng = check_random_state(self.random_state)
 
-        def on_iter(init, it, lb, change):
-            if self.verbose >= 1 and (it % self.verbose_interval == 0 or self.verbose >= 2):
-                print(f"  Initialization {init}, iteration {it}: lower bound {lb:.6f}, change {change:.3e}")
-
+        printer = _VerbosePrinter(self.verbose, self.verbose_interval) if self.verbose else None
         start = self._params_ if not do_init else None
         result = fit_em(X, n_components=self.n_components, covariance_type=self.covariance_type,
                         init_params=self.init_params, n_init=self.n_init, rng=rng,
@@ -269,7 +275,8 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
                         sample_weight=w, weights_init=weights_init, means_init=means_init,
                         precisions_init=precisions_init, start=start,
                         start_lower_bound=self.lower_bound_ if start is not None else -np.inf,
-                        on_iter=on_iter if self.verbose else None)
+                        on_iter=printer.iteration if printer else None,
+                        on_init=printer.init if printer else None)
         if not result.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
@@ -347,6 +354,11 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
             self.lower_bounds_ = []
         if self._online.initialised:
             self._publish(self._online.params)
+        else:
+            # still warming up: the fitted attributes are the buffer's provisional fit, made when
+            # first read (``__getattr__``); drop those of a smaller buffer
+            for name in _PROVISIONAL_NAMES:
+                self.__dict__.pop(name, None)
         return self
 
     # ================================================================== fitted state
@@ -382,6 +394,20 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute 'precisions_'")
         return self._params_.precisions()
 
+    def __getattr__(self, name: str) -> Any:
+        # Reached only when ordinary lookup fails. While ``partial_fit`` is still warming up, the
+        # fitted attributes are those of the buffer's provisional fit (OnlineEM.provisional), made
+        # here when one is first read after new data: a short stream has a model as soon as
+        # ``n_components`` rows were seen, and a stream that never asks pays nothing.
+        if name in _PROVISIONAL_NAMES:
+            online = self.__dict__.get("_online")
+            if online is not None and not online.initialised:
+                fitted = online.provisional()
+                if fitted is not None:
+                    self._publish(fitted[1])
+                    return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_params_")
 
@@ -389,14 +415,21 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         if not hasattr(self, "_params_") and hasattr(self, "_online"):
             from sklearn.exceptions import NotFittedError
             raise NotFittedError(
-                f"This {type(self).__name__} is still warming up: {self._online.buffered:g} of "
-                f"{self._online.warm_up} samples buffered. Call partial_fit with more data, or fit.")
+                f"This {type(self).__name__} is still warming up and has seen "
+                f"{self._online.n_seen} rows: a provisional model needs at least n_components="
+                f"{self.n_components} (the warm-up buffers {self._online.warm_up} samples before its "
+                "first update). Call partial_fit with more data, or fit.")
         check_is_fitted(self)
 
     @property
     def stats_(self) -> SufficientStatistics:
+        """The statistics the parameters are the M-step of (while warming up: the buffer's, not
+        yet counted by the step-size schedule)."""
         self._check_fitted()
-        return self._online.stats
+        online = self._online
+        if not online.initialised:
+            return online.provisional()[0]
+        return online.stats
 
     @property
     def n_samples_seen_(self) -> int:
@@ -534,6 +567,44 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         model._validate_params()
         total = stats.total_weight
         return model._from_state(stats.copy(), t=total, n_seen=int(round(total)), weight_seen=total)
+
+
+class _VerbosePrinter:
+    """``fit``'s progress lines, as :class:`sklearn.mixture.GaussianMixture` prints them.
+
+    ``verbose=1``: "Initialization <i>", "  Iteration <n>" every ``verbose_interval`` iterations and
+    "Initialization converged." (or "did not converge."); ``verbose>=2`` adds the time since the last
+    line, the change of the lower bound and the final lower bound.
+    """
+
+    def __init__(self, verbose: int, interval: int) -> None:
+        self.verbose = int(verbose)
+        self.interval = int(interval)
+        self._t_init = self._t_iter = 0.0
+
+    def init(self, init: int, result) -> None:
+        now = time.perf_counter()
+        if result is None:
+            print(f"Initialization {init}")
+            self._t_init = self._t_iter = now
+            return
+        msg = "converged" if result.converged else "did not converge"
+        if self.verbose >= 2:
+            print(f"Initialization {msg}. time lapse {now - self._t_init:.5f}s\t lower bound "
+                  f"{result.lower_bound:.5f}.")
+        else:
+            print(f"Initialization {msg}.")
+
+    def iteration(self, init: int, n_iter: int, lower_bound: float, change: float) -> None:
+        if n_iter % self.interval:
+            return
+        if self.verbose >= 2:
+            now = time.perf_counter()
+            print(f"  Iteration {n_iter}\t time lapse {now - self._t_iter:.5f}s\t ll change "
+                  f"{change:.5f}")
+            self._t_iter = now
+        else:
+            print(f"  Iteration {n_iter}")
 
 
 def _rows_message(method: str, refused: list, base: int, *, dropped: bool = False) -> str:

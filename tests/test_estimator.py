@@ -238,10 +238,11 @@ def test_partial_fit_learns_a_stream_and_halflife_tracks_drift():
 
 def test_warm_up_then_not_fitted_message():
     gm = OnlineGaussianMixture(2, warm_up=100)
-    gm.partial_fit(np.random.RandomState(0).normal(size=(50, 2)))
-    with pytest.raises(NotFittedError, match="warming up: 50 of 100"):
+    gm.partial_fit(np.random.RandomState(0).normal(size=(1, 2)))
+    with pytest.raises(NotFittedError, match="warming up and has seen 1 rows: a provisional model "
+                                             "needs at least n_components=2"):
         gm.predict(np.zeros((1, 2)))
-    gm.partial_fit(np.random.RandomState(1).normal(size=(50, 2)))
+    gm.partial_fit(np.random.RandomState(1).normal(size=(99, 2)))
     assert gm.predict(np.zeros((3, 2))).shape == (3,)
     assert gm.n_samples_seen_ == 100
 

@@ -1,0 +1,136 @@
+"""What scikit-learn's users expect of ``OnlineGaussianMixture`` (issue 15): a model from small streams,
+float32 kept, progress lines and messages like scikit-learn's."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, make_blobs
+from sklearn.exceptions import NotFittedError
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import train_test_split
+
+from online_gmm import OnlineGaussianMixture
+
+TYPES = ["full", "tied", "diag", "spherical"]
+
+
+def _one_pass(model, X, batch, ask=None):
+    for a in range(0, len(X), batch):
+        model.partial_fit(X[a:a + batch])
+        if ask is not None:
+            ask(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- small streams
+@pytest.mark.parametrize("split", range(5))
+def test_one_pass_over_iris_in_batches_of_10_scores_like_sklearns_batch_fit(split):
+    X = load_iris().data
+    X_train, X_test = train_test_split(X, test_size=0.3, random_state=split)
+    reference = GaussianMixture(3, random_state=0).fit(X_train).score(X_test)
+    model = _one_pass(OnlineGaussianMixture(3, random_state=0), X_train, 10)
+    assert model._online.warm_up > len(X_train)           # the warm-up never ended
+    assert model.score(X_test) >= reference - 0.1
+
+
+def test_iris_asked_after_every_batch_has_a_model_from_the_first_batch_on():
+    X = load_iris().data
+    gaps = []
+    for split in range(6):
+        X_train, X_test = train_test_split(X, test_size=0.3, random_state=split)
+        reference = GaussianMixture(3, random_state=0).fit(X_train).score(X_test)
+        scores = []
+        model = _one_pass(OnlineGaussianMixture(3, random_state=0), X_train, 10,
+                          ask=lambda m: scores.append(m.score(X_test)))
+        assert len(scores) == -(-len(X_train) // 10) and np.isfinite(scores).all()
+        gaps.append(scores[-1] - reference)
+    # the provisional fit is refined from the last fresh fit between fits (one per 25% of growth):
+    # a local optimum of EM, like scikit-learn's own single start
+    assert np.median(gaps) >= -0.05
+    assert min(gaps) >= -0.2
+
+
+def test_a_model_exists_as_soon_as_n_components_rows_were_seen():
+    X = np.random.RandomState(0).normal(size=(10, 2))
+    model = OnlineGaussianMixture(3, random_state=0).partial_fit(X[:2])
+    with pytest.raises(NotFittedError, match="has seen 2 rows: a provisional model needs at least "
+                                             "n_components=3"):
+        model.predict(X)
+    assert not hasattr(model, "means_")
+    model.partial_fit(X[2:3])
+    assert model.predict(X).shape == (10,)
+    assert model.means_.shape == (3, 2)
+    assert np.isfinite(model.score_samples(X)).all()
+
+
+def test_the_provisional_parameters_follow_the_stream():
+    rng = np.random.RandomState(1)
+    model = OnlineGaussianMixture(1, random_state=0).partial_fit(rng.normal(0, 1, (50, 2)))
+    first = model.means_.copy()
+    model.partial_fit(rng.normal(10, 1, (50, 2)))
+    assert model.means_[0, 0] > first[0, 0] + 4             # the mean of both batches, about 5
+    assert model.stats_.total_weight == pytest.approx(100)
+
+
+def test_wide_stream_shorter_than_its_warm_up_has_a_model_after_one_pass():
+    X, _ = make_blobs(2500, n_features=18, centers=7, random_state=0)
+    X_train, X_test = X[:2000], X[2000:]
+    model = _one_pass(OnlineGaussianMixture(7, random_state=0), X_train, 100)
+    assert model._online.warm_up == 5040 and not model._online.initialised
+    reference = GaussianMixture(7, random_state=0).fit(X_train).score(X_test)
+    assert model.score(X_test) >= reference - 0.1
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_asking_during_the_warm_up_does_not_change_how_it_ends(ctype):
+    X, _ = make_blobs(900, n_features=3, centers=3, random_state=2)
+    kw = dict(covariance_type=ctype, warm_up=600, random_state=0)
+    asked = _one_pass(OnlineGaussianMixture(3, **kw), X, 50, ask=lambda m: m.predict(X[:5]))
+    quiet = _one_pass(OnlineGaussianMixture(3, **kw), X, 50)
+    assert asked._online.initialised
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_array_equal(getattr(asked, name), getattr(quiet, name))
+
+
+def test_a_model_pickled_while_warming_up_keeps_its_buffer_not_its_provisional_fit():
+    X = np.random.RandomState(3).normal(size=(60, 2))
+    model = OnlineGaussianMixture(2, random_state=0).partial_fit(X[:30])
+    before = model.score_samples(X)
+    clone = pickle.loads(pickle.dumps(model))
+    assert "_provisional" not in clone._online.__dict__ or clone._online._provisional is None
+    np.testing.assert_allclose(clone.score_samples(X), before, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- verbose, messages
+def test_verbose_lines_are_sklearns(capsys):
+    X, _ = make_blobs(300, centers=2, random_state=0)
+    OnlineGaussianMixture(2, verbose=1, verbose_interval=2, tol=1e-6, random_state=0).fit(X)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Initialization 0"
+    assert lines[-1] == "Initialization converged."
+    assert lines[1:-1] and all(re.fullmatch(r"  Iteration \d*[02468]", line) for line in lines[1:-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        OnlineGaussianMixture(2, verbose=2, verbose_interval=1, max_iter=3, tol=0, n_init=2,
+                              random_state=0).fit(X)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if line.startswith("Initialization ")][::2] == [
+        "Initialization 0", "Initialization 1"]
+    assert sum(bool(re.fullmatch(r"  Iteration [123]\t time lapse \d+\.\d{5}s\t ll change (-?\d+\.\d{5}|inf)",
+                                 line)) for line in lines) == 6
+    assert sum(bool(re.fullmatch(r"Initialization did not converge\. time lapse \d+\.\d{5}s\t lower "
+                                 r"bound -?\d+\.\d{5}\.", line)) for line in lines) == 2
+
+
+def test_weights_init_messages_print_plain_numbers():
+    X = np.random.RandomState(0).normal(size=(50, 2))
+    with pytest.raises(ValueError, match=re.escape("got min -0.2, max 1.2")) as err:
+        OnlineGaussianMixture(2, weights_init=np.array([1.2, -0.2])).fit(X)
+    assert "np.float64" not in str(err.value)
+    with pytest.raises(ValueError, match=r"must sum to 1, got 0\.5$"):
+        OnlineGaussianMixture(2, weights_init=np.array([0.25, 0.25])).fit(X)
