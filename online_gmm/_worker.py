@@ -1,0 +1,310 @@
+"""The worker's side of a scaled-out job: one partition, one round.
+
+A task of :func:`partition_round` runs on a Dask worker. It is given the partition (which records,
+which output files), where the round starts (the source's position, the outputs' sizes) and the
+round's state (the parameters, the anomaly threshold, the sample's cut), and it:
+
+1. reads exactly ``quota`` good records of its partition, in offset order (bad ones go to its
+   dead-letter file with their reasons);
+2. scores them under the round's parameters with the one mathematical core (:class:`Scorer`), flags
+   anomalies against the round's threshold, and keeps out records the model must not learn, as the
+   one-process pipeline does (too large for its arithmetic; a batch update they would make
+   ill-defined);
+3. writes its score, anomaly and dead-letter records to its own files and makes them durable;
+4. returns only what the coordinator needs: the batch's sufficient statistics, a sketch of its
+   scores, its sample candidates, counts and positions (and, while the model warms up, the rows the
+   warm-up fit learns from).
+
+A task is idempotent: it seeks the source and truncates its outputs to the round's start, so a round
+redone after a worker died (Dask re-runs its tasks elsewhere) or after a resume writes every record
+exactly once. Sources and outputs stay open on the worker between rounds (a Kafka consumer keeps its
+connection and prefetched records) and are reused when they are where the round starts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from connectors.base import Reject, concat_columns, records_from_columns, take_columns
+from connectors.deadletter import DeadLetterSink
+from online_gmm._bottomk import candidates, priorities
+from online_gmm._online import screen_extreme
+from online_gmm._records import score_columns, values_raw
+from online_gmm._suffstats import SufficientStatistics
+from online_gmm.model_spec import ModelSpec, check_random_state
+from online_gmm.threshold import NLLThreshold
+
+__all__ = ["partition_round", "close_job", "ROW_ID_BITS"]
+
+#: A record's id in the model's warm-up buffer: ``partition_index << ROW_ID_BITS | number``.
+ROW_ID_BITS = 40
+
+
+@dataclass
+class _Handles:
+    source: Any
+    sinks: dict[str, Any]
+
+
+#: Open sources and outputs of this worker process, by (job id, partition tag).
+_OPEN: dict[tuple[str, str], _Handles] = {}
+
+
+def _open(spec: dict[str, Any]) -> _Handles:
+    from online_gmm.config import build_sink, build_source
+    key = (spec["job"], spec["tag"])
+    h = _OPEN.get(key)
+    if h is None:
+        source = build_source(spec["source"])
+        sinks = {}
+        try:
+            for name, cfg in spec["sinks"].items():
+                sinks[name] = build_sink(cfg)
+            if "dead_letters" in sinks:
+                sinks["dead_letters"] = DeadLetterSink(sinks["dead_letters"])
+        except BaseException:
+            source.close()
+            for s in sinks.values():
+                s.close()
+            raise
+        h = _OPEN[key] = _Handles(source, sinks)
+    return h
+
+
+def _drop(spec: dict[str, Any]) -> None:
+    h = _OPEN.pop((spec["job"], spec["tag"]), None)
+    if h is None:
+        return
+    for obj in [h.source, *h.sinks.values()]:
+        try:
+            obj.close()
+        except Exception:  # noqa: BLE001 - closing after a failure: the failure is what matters
+            pass
+
+
+def close_job(job: str) -> int:
+    """Close this worker's sources and outputs of ``job`` (run on every worker at the end)."""
+    tags = [k for k in _OPEN if k[0] == job]
+    for _, tag in tags:
+        _drop({"job": job, "tag": tag})
+    return len(tags)
+
+
+def _stop_requested(name: str | None) -> bool:
+    if not name:
+        return False
+    try:
+        from distributed import Event, get_client
+        return Event(name, client=get_client()).is_set()
+    except (ImportError, ValueError):   # not on a Dask worker (tests call the function directly)
+        return False
+
+
+def _read(source: Any, quota: int, timeout: float, idle_timeout: float | None,
+          stop_event: str | None) -> tuple[tuple, str]:
+    """Read until ``quota`` good records, the end, an idle timeout or a stop; see the module doc."""
+    xs, cols, lens, rejects = [], [], [], []
+    good = consumed = 0
+    since = time.monotonic()
+    checked = 0.0
+    status = "records"
+    position = None
+    while good < quota:
+        b = source.read(quota - good, timeout)
+        if b.n_records:
+            if b.X.shape[0]:
+                xs.append(b.X)
+                cols.append(b.columns)
+                lens.append(b.X.shape[0])
+            rejects.extend(b.rejects)
+            good += b.X.shape[0]
+            consumed += b.n_records
+            since = time.monotonic()
+        position = b.position
+        status = b.status
+        if status == "end":
+            break
+        if status == "idle":
+            now = time.monotonic()
+            if idle_timeout is not None and now - since >= idle_timeout:
+                status = "idle-timeout"
+                break
+            if now - checked >= 0.5:
+                checked = now
+                if _stop_requested(stop_event):
+                    return ((), "stopped")
+    if not xs:
+        X, columns = np.empty((0, 0)), {}
+    elif len(xs) == 1:
+        X, columns = xs[0], cols[0]
+    else:
+        X, columns = np.concatenate(xs), concat_columns(cols, lens)
+    if status not in ("end", "idle-timeout"):
+        status = "records"
+    return (X, columns, rejects, position, consumed), status
+
+
+def _online_of(state: dict[str, Any], n_features: int):
+    """A fresh :class:`~online_gmm._online.OnlineEM` holding the round's state (never the caller's)."""
+    spec = ModelSpec(**state["model_params"])
+    online = spec._new_online(n_features, check_random_state(spec.random_state))
+    online.n_components = int(state["n_components"])
+    online.load_arrays(*state["model"])
+    return online
+
+
+def _learnable(online: Any, X: np.ndarray, log_resp: np.ndarray, log_p: np.ndarray,
+               mask: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str]], Any, float]:
+    """Keep out of ``mask`` the records the model must not learn; their batch statistics.
+
+    The same rules as the one-process pipeline: values too large for the arithmetic, then, if the
+    update from the round's state with this partition's records is ill-defined, the fewest least
+    plausible records that make it well-defined (the core's own search, on a copy of the state).
+    """
+    keep, refused = screen_extreme(X, ids)
+    if refused:
+        refused = [r for r, i in zip(refused, np.flatnonzero(~keep).tolist()) if mask[i]]
+        mask = mask & keep
+    stats, ll = None, 0.0
+    if mask.any():
+        Xl, lr, lp = X[mask], log_resp[mask], log_p[mask]
+        stats = SufficientStatistics.from_resp(Xl, np.exp(lr), covariance_type=online.covariance_type)
+        ll = float(lp.sum())
+        try:
+            online._propose(Xl, None, (stats, ll), (0, 0.0))
+        except ValueError as err:
+            more = online._guarded_step(Xl, None, ids[mask], lr, lp, err, "skip")
+            if more:
+                refused = refused + more
+                mask = mask & ~np.isin(ids, [i for i, _ in more])
+                stats = SufficientStatistics.from_resp(X[mask], np.exp(log_resp[mask]),
+                                                       covariance_type=online.covariance_type) \
+                    if mask.any() else None
+                ll = float(log_p[mask].sum())
+    return mask, refused, stats, ll
+
+
+def partition_round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Run one round of one partition (a Dask task); see the module docstring.
+
+    Parameters
+    ----------
+    spec : dict
+        The partition: ``job``, ``tag``, ``index``, the ``source`` and ``sinks`` configuration tables
+        of this partition, ``include_features``, ``include_responsibilities``.
+    start : dict
+        Where the round starts: ``source`` (position or None: the beginning), ``sinks`` (name ->
+        position or None), ``scored`` (good records of the partition scored before this round).
+    state : dict
+        ``quota``, ``timeout``, ``idle_timeout``, ``stop_event``, ``model`` (``OnlineEM.to_arrays()``
+        or None while warming up), ``model_params``, ``n_components``, ``threshold`` (state),
+        ``policy``, ``labels``, ``sample_cut``, ``sample_size``, ``seed``, ``late`` (records of this
+        partition the warm-up fit refused: ``[(number, reason, values)]``).
+
+    Returns
+    -------
+    dict
+        ``status`` ("records", "end", "idle-timeout" or "stopped"), ``source``/``sinks`` positions
+        after the round, counts (``records``, ``good``, ``rejected``, ``learned``, ``anomalies``,
+        ``scored``), ``stats`` (``SufficientStatistics.to_arrays()`` or None), ``ll``, ``threshold``
+        (the state of a threshold holding only this round's scores), ``sample`` (rows, priorities),
+        ``rows``/``row_ids`` (warm-up only), ``seconds``.
+    """
+    t0 = time.perf_counter()
+    try:
+        return _round(spec, start, state, t0)
+    except BaseException:
+        _drop(spec)     # a failed round leaves nothing half-open: the redo reopens at the start
+        raise
+
+
+def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t0: float) -> dict[str, Any]:
+    h = _open(spec)
+    if start["source"] is not None and h.source.position() != start["source"]:
+        h.source.seek(start["source"])
+    for name, sink in h.sinks.items():
+        pos = start["sinks"].get(name)
+        if pos is not None:
+            sink.restore(pos)       # a no-op where the file already ends there
+    read, status = _read(h.source, state["quota"], state["timeout"], state["idle_timeout"],
+                         state.get("stop_event"))
+    if status == "stopped":
+        _drop(spec)                 # nothing written; the round is abandoned and redone on resume
+        return {"status": "stopped", "seconds": time.perf_counter() - t0}
+    X, columns, rejects, position, consumed = read
+    dead = h.sinks.get("dead_letters")
+    late = [Reject(why, values_raw(np.asarray(x)), {"partition": spec["tag"], "record": int(num),
+                                                     "refused_after": "warm-up fit"})
+            for num, why, x in state.get("late") or ()]
+    result: dict[str, Any] = {"status": status, "records": consumed, "rejected": len(rejects),
+                              "good": 0, "learned": 0, "anomalies": 0, "scored": 0, "stats": None,
+                              "ll": 0.0, "threshold": None, "sample": None, "rows": None,
+                              "row_ids": None}
+    n = X.shape[0]
+    if n:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        ids = np.arange(start["scored"], start["scored"] + n, dtype=np.int64)
+        flags = np.zeros(n, dtype=bool)
+        if state["model"] is None:            # warming up: the coordinator's warm-up fit learns them
+            out = None
+            keep, refused = screen_extreme(X, ids)
+            mask = np.ones(n, dtype=bool) if keep is None else keep
+            result["rows"], result["row_ids"] = X[mask], ids[mask]
+            result["learned"] = int(mask.sum())
+        else:
+            online = _online_of(state, X.shape[1])
+            log_resp, log_p = online.scorer().log_resp(X)
+            threshold = NLLThreshold.from_state(state["threshold"]) if state["threshold"] else None
+            if threshold is not None:
+                if threshold.active_:         # the round's threshold, the same on every worker
+                    flags = threshold._compare(-log_p)
+                delta = NLLThreshold(q=threshold.q, threshold=threshold.threshold,
+                                     min_samples=threshold.min_samples, k=threshold.k)
+                delta.update_many(-log_p)
+                result["threshold"] = delta.to_state()
+            learn = ~flags if state["policy"] == "protect" else np.ones(n, dtype=bool)
+            mask, refused, stats, ll = _learnable(online, X, log_resp, log_p, learn, ids)
+            result["learned"] = int(mask.sum())
+            result["ll"] = ll
+            result["stats"] = None if stats is None else stats.to_arrays()
+            out = (log_resp, log_p)
+        result["scored"] = n
+        keep = np.ones(n, dtype=bool)
+        if refused:
+            gone = np.isin(ids, [i for i, _ in refused])
+            why = dict(refused)
+            for i in np.flatnonzero(gone).tolist():
+                meta = records_from_columns(take_columns(columns, [i]))[0]
+                rejects.append(Reject(why[int(ids[i])], values_raw(X[i]), meta))
+            keep = ~gone
+            result["rejected"] += int(gone.sum())
+            X, ids, flags = X[keep], ids[keep], flags[keep]
+            columns = take_columns(columns, keep)
+            if out is not None:
+                out = (out[0][keep], out[1][keep])
+        result["good"] = X.shape[0]
+        result["anomalies"] = int(flags.sum())
+        # the refit sample: neither flagged nor refused (the one-process rule)
+        clean = ~flags
+        prio = priorities(state["seed"], spec["index"], int(start["scored"]), n)[keep][clean]
+        result["sample"] = candidates(X[clean], prio, state["sample_cut"], state["sample_size"])
+        cols = score_columns(columns, out, flags, X, None if state["labels"] is None
+                             else np.asarray(state["labels"]),
+                             responsibilities=spec["include_responsibilities"],
+                             features=spec["include_features"])
+        if h.sinks.get("scores") is not None:
+            h.sinks["scores"].write_columns(cols)
+        if h.sinks.get("anomalies") is not None and flags.any():
+            h.sinks["anomalies"].write_columns(take_columns(cols, flags))
+    if dead is not None and (rejects or late):
+        dead.write_rejects(late + rejects, position)
+    for sink in h.sinks.values():
+        sink.flush()                          # durable before the coordinator can checkpoint it
+    result["source"] = h.source.position()
+    result["sinks"] = {name: sink.position() for name, sink in h.sinks.items()}
+    result["seconds"] = time.perf_counter() - t0
+    return result
