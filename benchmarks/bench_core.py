@@ -3,7 +3,8 @@
 Everything is measured side by side in one run, BLAS pinned to one thread, medians of several runs::
 
     python benchmarks/bench_core.py                 # all three parts, full sizes (a few minutes)
-    python benchmarks/bench_core.py --only a        # one part: a (EM iteration), b (partial_fit), c (quality)
+    python benchmarks/bench_core.py --only a        # one part: a (EM iteration), b (partial_fit),
+                                                    # c (quality), d (float32 vs float64 E-step)
     python benchmarks/bench_core.py --quick         # small smoke run (seconds; figures meaningless)
 
 Data: ``A`` has N=1e6, K=8, D=16 and ``B`` N=1e5, K=16, D=50, drawn from a known random Gaussian
@@ -23,6 +24,7 @@ same mixture.
     comparison.
 (c) Held-out mean log-likelihood of one pass of ``partial_fit`` (default settings, batches of 1000)
     minus that of scikit-learn's ``fit(n_init=3)``, and the time each took.
+(d) Seconds per E-step pass on float32 against float64 input (the same values), per covariance type.
 """
 
 from __future__ import annotations
@@ -299,18 +301,52 @@ def bench_quality(problems: dict, seeds=(0,), quick: bool = False) -> list[dict]
     return rows
 
 
+# ------------------------------------------------------------------------------------------ (d)
+def bench_dtype(problems: dict, repeats: int) -> list[dict]:
+    """Seconds per E-step pass (``Scorer.expected_statistics``: responsibilities and statistics)
+    on the same values as float64 and as float32, per data set and covariance type.
+
+    float32 data are read chunk by chunk into the kernels' float64 buffers (the statistics are
+    accumulated in float64): what float32 can buy is the halved memory the pass streams through.
+    """
+    from online_gmm._em import Scorer
+
+    print("\n(d) E-step pass on float32 vs float64 input (same values; statistics in float64), "
+          f"median of {repeats}")
+    print(f"{'row':<4} {'data':<5} {'type':<10} {'f64_s':>8} {'f32_s':>8} {'f32/f64':>8}")
+    rows = []
+    for name, (gmm, X, _) in problems.items():
+        X32 = X.astype(np.float32)
+        X64 = X32.astype(np.float64)
+        for ctype in COV_TYPES:
+            params = OnlineGaussianMixture(gmm.means.shape[0], covariance_type=ctype, max_iter=1,
+                                           init_params="random_from_data",
+                                           random_state=0).fit(X64[:20_000])._params_
+            times = {}
+            for label, data in (("f64", X64), ("f32", X32)):
+                scorer = Scorer(params)
+                scorer.expected_statistics(data[:50_000])                  # buffers, caches
+                times[label] = statistics.median(
+                    _timed(lambda: scorer.expected_statistics(data))[0] for _ in range(repeats))
+            ratio = times["f32"] / times["f64"]
+            print(f"{'DT':<4} {name:<5} {ctype:<10} {times['f64']:8.3f} {times['f32']:8.3f} {ratio:8.3f}",
+                  flush=True)
+            rows.append(dict(data=name, type=ctype, f64=times["f64"], f32=times["f32"], ratio=ratio))
+    return rows
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (figures meaningless)")
-    parser.add_argument("--only", action="append", choices=["a", "b", "c"],
+    parser.add_argument("--only", action="append", choices=["a", "b", "c", "d"],
                         help="run only this part (repeatable)")
     parser.add_argument("--data", action="append", choices=list(SIZES), help="data sets (default both)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, quick 1)")
     parser.add_argument("--iters", type=int, default=3, help="(a) EM iterations per timed run")
     parser.add_argument("--seeds", type=int, default=1, help="(c) number of data seeds")
     args = parser.parse_args(argv)
-    parts = args.only or ["a", "b", "c"]
+    parts = args.only or ["a", "b", "c", "d"]
     names = args.data or list(SIZES)
     repeats = args.repeats or (1 if args.quick else 3)
 
@@ -329,6 +365,8 @@ def main(argv=None) -> int:
             results["b"] = bench_throughput(prob, repeats, points=pts)
         if "c" in parts:
             results["c"] = bench_quality(problems, seeds=tuple(range(args.seeds)), quick=args.quick)
+        if "d" in parts:
+            results["d"] = bench_dtype(problems, repeats)
     misses = [r for rows in results.values() for r in rows if r.get("ok") is False]
     print(f"\nsummary: {len(misses)} target(s) missed")
     return 0

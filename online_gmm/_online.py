@@ -47,6 +47,7 @@ Refused = tuple[int, str]
 #: largest double (1.8e308) for the sums over features and rows and the products with precisions of
 #: data of scale ~1: a value beyond it (whose square overflows past about 1.3e154) never reaches them.
 MAX_ABS = 1e150
+_MAX_ABS64 = np.float64(MAX_ABS)
 
 #: growth of the warm-up buffer after which a provisional fit starts afresh (see
 #: :meth:`OnlineEM.provisional`)
@@ -85,10 +86,11 @@ def screen_extreme(X: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray | None, l
     """
     if X.size == 0:
         return None, []
-    if X.max() <= MAX_ABS and X.min() >= -MAX_ABS:     # False with a NaN: then the slow check
+    # a float64 scalar (not a Python float, which float32 data would round to inf): inf is refused
+    if X.max() <= _MAX_ABS64 and X.min() >= -_MAX_ABS64:   # False with a NaN: then the slow check
         return None, []
     with np.errstate(invalid="ignore"):
-        big = np.abs(X) > MAX_ABS
+        big = np.abs(X) > _MAX_ABS64
     rows = np.flatnonzero(big.any(axis=1))
     if rows.size == 0:
         return None, []

@@ -112,6 +112,8 @@ class SufficientStatistics:
             or the squared row norms for spherical, shape (n_samples,).
         """
         kernel = get_kernel(covariance_type)
+        # float64 whatever the data's dtype: float32 sums over many rows would keep few digits
+        X = np.asarray(X, dtype=np.float64)
         if sample_weight is not None:
             resp = resp * sample_weight[:, None]
         nk = resp.sum(axis=0)

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
-from online_gmm._online import MAX_ABS, OnlineEM, RefusedRecordsError, screen_extreme
+from online_gmm._online import _MAX_ABS64, OnlineEM, RefusedRecordsError, screen_extreme
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.model_spec import DEFAULTS as _D
 from online_gmm.model_spec import PARAMETERS, Constraint, OnlineModelParams, check_random_state
@@ -25,6 +25,9 @@ __all__ = ["OnlineGaussianMixture"]
 _INTERVAL_TYPES = {"int": numbers.Integral, "real": numbers.Real}
 
 #: attributes published from the warm-up buffer's provisional fit while ``partial_fit`` warms up
+#: input dtypes kept (the fitted attributes and the per-sample outputs take the input's)
+_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
 _PROVISIONAL_NAMES = frozenset({"_params_", "weights_", "means_", "covariances_",
                                 "precisions_cholesky_"})
 
@@ -188,7 +191,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
     def _check_X(self, X, reset: bool, min_samples: int) -> tuple[np.ndarray, bool]:
         """The validated array, and whether every value is known to lie within +-MAX_ABS (then
         OnlineEM's screen has nothing to refuse and is skipped)."""
-        if (not reset and type(X) is np.ndarray and X.dtype == np.float64 and X.ndim == 2
+        if (not reset and type(X) is np.ndarray and X.dtype in _FLOATS and X.ndim == 2
                 and X.flags.c_contiguous and X.shape[0] >= min_samples
                 and not hasattr(self, "feature_names_in_") and hasattr(self, "n_features_in_")):
             # fast path for the streaming case (a plain float array on every call): the same checks
@@ -199,16 +202,17 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
                     f"{self.n_features_in_} features as input.")
             # every |x| <= MAX_ABS (false with NaN or inf): finite too, in two reductions, as cheap
             # as the finiteness check
-            if X.max() <= MAX_ABS and X.min() >= -MAX_ABS:
+            if X.max() <= _MAX_ABS64 and X.min() >= -_MAX_ABS64:     # float32 compared in float64
                 return X, True
             if not np.isfinite(X).all():
                 if np.isnan(X).any():
                     raise ValueError(f"Input X contains NaN.\n{type(self).__name__} does not accept "
                                      "missing values encoded as NaN natively.")
-                raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+                raise ValueError(f"Input X contains infinity or a value too large for {X.dtype!r}.")
             return X, False
-        return validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=min_samples,
-                             order="C"), False
+        # float32 stays float32, as in scikit-learn (anything else becomes float64)
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
+                             ensure_min_samples=min_samples, order="C"), False
 
     @staticmethod
     def _validate_weight(sample_weight, n: int) -> np.ndarray | None:
@@ -255,6 +259,8 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         self._validate_params()
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         X = self._validate_X(X, reset=do_init, min_samples=2)
+        if do_init:
+            self._out_dtype = X.dtype
         n, d = X.shape
         if n < self.n_components:
             raise ValueError(
@@ -332,6 +338,8 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         if first:
             self._validate_params()
         X, within = self._check_X(X, first, 1)
+        if first:
+            self._out_dtype = X.dtype
         w = self._validate_weight(sample_weight, X.shape[0])
         online = self._online if not first else self._new_online(
             X.shape[1], check_random_state(self.random_state))
@@ -379,11 +387,24 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         return self
 
     def _publish(self, params: GaussianParams) -> None:
+        """Make ``params`` the fitted attributes, in the dtype of the data the model was fitted on.
+
+        The parameters themselves (``_params_``), the statistics and all the arithmetic stay float64:
+        float32 data are read chunk by chunk into the kernels' float64 buffers, so float32 input
+        halves the memory the E-step streams through without rounding the statistics to float32
+        (whose sums over many rows, at an offset of 1e4, would keep only about 3 digits).
+        """
         self._params_ = params
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariance_matrices()   # derived if given as precisions
-        self.precisions_cholesky_ = params.precisions_cholesky
+        cast = self._cast
+        self.weights_ = cast(params.weights)
+        self.means_ = cast(params.means)
+        self.covariances_ = cast(params.covariance_matrices())   # derived if given as precisions
+        self.precisions_cholesky_ = cast(params.precisions_cholesky)
+
+    def _cast(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (float64) in the dtype of the data the model was fitted on."""
+        dtype = self.__dict__.get("_out_dtype", np.float64)
+        return a if dtype == np.float64 else a.astype(dtype)
 
     @property
     def precisions_(self) -> np.ndarray:
@@ -392,7 +413,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         never read this."""
         if not hasattr(self, "_params_"):
             raise AttributeError(f"{type(self).__name__!r} object has no attribute 'precisions_'")
-        return self._params_.precisions()
+        return self._cast(self._params_.precisions())
 
     def __getattr__(self, name: str) -> Any:
         # Reached only when ordinary lookup fails. While ``partial_fit`` is still warming up, the
@@ -458,7 +479,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         """
         self._check_fitted()
         X = self._validate_X(X, reset=False)
-        return self._scorer().score_samples(X)
+        return self._scorer().score_samples(X).astype(X.dtype, copy=False)
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood of ``X``."""
@@ -474,7 +495,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         self._check_fitted()
         X = self._validate_X(X, reset=False)
         log_resp, _ = self._scorer().log_resp(X)
-        return np.exp(log_resp)
+        return np.exp(log_resp).astype(X.dtype, copy=False)
 
     def predict(self, X) -> np.ndarray:
         """Most probable component of each sample, shape (n_samples,) (``predict_proba``'s argmax)."""
@@ -549,6 +570,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
                     weight_seen: float) -> "OnlineGaussianMixture":
         from sklearn.base import clone
         new = clone(self)
+        new._out_dtype = self.__dict__.get("_out_dtype", np.float64)
         new.n_features_in_ = stats.n_features
         if hasattr(self, "feature_names_in_"):
             new.feature_names_in_ = self.feature_names_in_

@@ -53,6 +53,14 @@ def test_quality_rows(quick_output):
         assert re.search(pattern, quick_output, re.M), f"missing quality row {data}"
 
 
+def test_float32_rows(quick_output):
+    # float64 seconds, float32 seconds, their ratio, per data set and covariance type
+    for data in ("A", "B"):
+        for cov in ("full", "tied", "diag", "spherical"):
+            assert re.search(rf"^DT\s+{data}\s+{cov}\s+{FLOAT}\s+{FLOAT}\s+{FLOAT}$", quick_output,
+                             re.M), f"missing float32 row {data} {cov}"
+
+
 def test_summary_and_agreement(quick_output):
     assert re.search(r"^summary: \d+ target\(s\) missed$", quick_output, re.M)
     # both libraries did the same work: the lower bounds agree

@@ -134,3 +134,50 @@ def test_weights_init_messages_print_plain_numbers():
     assert "np.float64" not in str(err.value)
     with pytest.raises(ValueError, match=r"must sum to 1, got 0\.5$"):
         OnlineGaussianMixture(2, weights_init=np.array([0.25, 0.25])).fit(X)
+
+
+# ----------------------------------------------------------------------------- float32
+def _offset_blobs(offset=1e4, n=3000, seed=0):
+    X, _ = make_blobs(n, n_features=3, centers=3, cluster_std=0.5, random_state=seed)
+    return (X + offset).astype(np.float32)
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_float32_input_gives_float32_attributes_and_outputs(ctype):
+    X = _offset_blobs(offset=0.0, n=600)
+    for model in (OnlineGaussianMixture(3, covariance_type=ctype, random_state=0).fit(X),
+                  _one_pass(OnlineGaussianMixture(3, covariance_type=ctype, warm_up=300,
+                                                  random_state=0), X, 100)):
+        for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+            assert getattr(model, name).dtype == np.float32, name
+        assert model.score_samples(X).dtype == np.float32
+        assert model.predict_proba(X).dtype == np.float32
+        assert isinstance(model.score(X), float)
+    model64 = OnlineGaussianMixture(3, covariance_type=ctype, random_state=0).fit(X.astype(float))
+    assert model64.means_.dtype == model64.score_samples(X.astype(float)).dtype == np.float64
+
+
+@pytest.mark.parametrize("ctype", TYPES)
+def test_float32_statistics_are_accumulated_in_float64_at_an_offset_of_1e4(ctype):
+    # The same values given as float32 and as float64: the fits agree to float32's last digit
+    # because every sum is formed in float64 (float32 sums over 3000 rows about 1e4 would leave the
+    # within-component variances, 0.25, with two or three correct digits).
+    X32 = _offset_blobs()
+    X64 = X32.astype(np.float64)
+    kw = dict(covariance_type=ctype, init_params="random_from_data", tol=0, max_iter=20,
+              random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = OnlineGaussianMixture(3, **kw).fit(X32)
+        b = OnlineGaussianMixture(3, **kw).fit(X64)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-7)
+    np.testing.assert_allclose(a.covariances_, b.covariances_, rtol=1e-6)
+    np.testing.assert_allclose(a.score_samples(X32), b.score_samples(X64), rtol=1e-6)
+    # the stepwise statistics too (warm-up, then updates)
+    s32 = _one_pass(OnlineGaussianMixture(3, covariance_type=ctype, warm_up=1000, random_state=0),
+                    X32, 250).stats_
+    s64 = _one_pass(OnlineGaussianMixture(3, covariance_type=ctype, warm_up=1000, random_state=0),
+                    X64, 250).stats_
+    assert s32.scatter.dtype == np.float64
+    np.testing.assert_allclose(s32.scatter, s64.scatter, rtol=1e-12)
+    np.testing.assert_allclose(s32.means, s64.means, rtol=1e-15)
