@@ -213,6 +213,10 @@ class KafkaSource(Source):
     client : {"confluent", "kafka-python"} or None, default None
         The client library.  ``None``: confluent-kafka (librdkafka) when installed, else kafka-python
         with a warning.
+    partitions : list of int or None, default None
+        Without a group (``group_id=None``): read only these partitions of each topic (a scaled-out
+        job gives each worker its own); a listed partition the topic lacks is a
+        :class:`ConnectorError`.  None: every partition.
     **client_settings
         Any other setting of the chosen client, passed through: kafka-python's ``KafkaConsumer``
         keywords, or librdkafka properties for confluent-kafka (``_`` may stand for ``.``, so
@@ -255,6 +259,7 @@ class KafkaSource(Source):
         name: str | None = None,
         max_idle_s: float | None = None,
         client: str | None = None,
+        partitions: Sequence[int] | None = None,
         **client_settings: Any,
     ) -> None:
         topic_list = [topics] if isinstance(topics, str) else list(topics)
@@ -266,6 +271,13 @@ class KafkaSource(Source):
             raise TypeError(f"decoder must provide decode_many(raws), got {decoder!r}")
         if max_idle_s is not None and not (isinstance(max_idle_s, (int, float)) and max_idle_s >= 0):
             raise ValueError(f"max_idle_s must be None or a number >= 0, got {max_idle_s!r}")
+        if partitions is not None:
+            if group_id is not None:
+                raise ValueError("partitions= reads the listed partitions without a group: give "
+                                 f"group_id=None, got group_id={group_id!r}")
+            if isinstance(partitions, (str, bytes)) or not partitions or not all(
+                    isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in partitions):
+                raise ValueError(f"partitions must be a non-empty list of partition numbers, got {partitions!r}")
         for key in ("enable_auto_commit", "enable.auto.commit"):
             if client_settings.get(key, False) is not False:
                 raise KafkaConfigError(
@@ -274,6 +286,7 @@ class KafkaSource(Source):
                 )
         self.topics = topic_list
         self.group_id = group_id
+        self.partitions = None if partitions is None else sorted(set(partitions))
         self.decoder = decoder
         self.name = name if name is not None else "kafka:" + ",".join(topic_list)
         self.max_idle_s = max_idle_s
@@ -345,10 +358,37 @@ class KafkaSource(Source):
         return start
 
     # ------------------------------------------------------------------ Source API
+    def _select(self, topic: str, existing: Iterable[int], servers: Any) -> list[int]:
+        """The partitions of ``topic`` to assign without a group: all, or those of ``partitions``."""
+        existing = sorted(existing)
+        if self.partitions is None:
+            return existing
+        missing = sorted(set(self.partitions) - set(existing))
+        if missing:
+            self._close_client()
+            raise ConnectorError(f"topic {topic!r} on {servers!r} has no partition(s) {missing!r}; "
+                                 f"it has {existing!r}")
+        return list(self.partitions)
+
     def assignment(self) -> list[tuple[str, int]]:
         """The ``(topic, partition)`` pairs this member currently owns, sorted."""
         self._check_open()
         return sorted(self._assigned())
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records behind the end of each owned partition, ``{(topic, partition): lag}``.
+
+        The lag is the partition's high-water mark from the last fetch response minus the next offset
+        this source will return (no request is made: ListOffsets is not trusted, see
+        ``_highwater``).  Partitions with no fetch response yet, or no position, are left out.
+        """
+        self._check_open()
+        out = {}
+        for key in sorted(self._assigned()):
+            hw, pos = self._highwater(key), self._positions.get(key)
+            if hw is not None and pos is not None and key not in self._stale_hw:
+                out[key] = max(int(hw) - int(pos), 0)
+        return out
 
     def position(self) -> Position:
         """Next offset per partition, ``{"topic": {"partition": offset}}`` (JSON-serialisable)."""

@@ -114,7 +114,7 @@ class Source(KafkaSource):
                         f"topic {topic!r} does not exist on {bootstrap_servers!r}; without a group_id the "
                         "source assigns the partitions of existing topics"
                     )
-                tps += [TopicPartition(topic, p) for p in sorted(parts)]
+                tps += [TopicPartition(topic, p) for p in self._select(topic, parts, bootstrap_servers)]
             self._consumer.assign(tps)
             self._owned = {(tp.topic, tp.partition) for tp in tps}
             self._assigned_once = True
