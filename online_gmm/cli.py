@@ -1,4 +1,4 @@
-"""The ``online-gmm`` command: run, demo, inspect, score, plot.
+"""The ``online-gmm`` command: run, demo, inspect, score, plot, report.
 
 Start-up is light: this module imports only click; NumPy, scikit-learn, the connectors and the
 pipeline are imported inside the commands that use them, so ``online-gmm --help`` and ``--version``
@@ -26,8 +26,6 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
-
     from online_gmm.pipeline import Pipeline, RunSummary
 
 __all__ = ["main", "build_pipeline"]
@@ -178,6 +176,7 @@ def build_pipeline(cfg: dict[str, Any], *, refit_fn: Callable[..., Any] | None =
     from online_gmm.model_spec import ModelSpec
     from online_gmm.pipeline import Pipeline, fingerprint
     from online_gmm.threshold import NLLThreshold
+    from online_gmm.watch import public_config
 
     try:    # scikit-learn's estimator only when a fitted model is asked for (demo), not at start-up
         model = ModelSpec(**cfg["model"])
@@ -217,7 +216,7 @@ def build_pipeline(cfg: dict[str, Any], *, refit_fn: Callable[..., Any] | None =
             keep=ck["keep"], include_responsibilities=cfg["pipeline"]["responsibilities"],
             include_features=cfg["pipeline"]["features"],
             feature_names=cfg["source"]["fields"] or cfg["source"]["columns"],
-            config_fingerprint=fingerprint(cfg))
+            config_fingerprint=fingerprint(cfg), config=public_config(cfg))
     except BaseException:
         for obj in reversed(opened):
             try:
@@ -324,7 +323,16 @@ def main() -> None:
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds without a record (followed files, Kafka).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(config_path: str, max_records: int | None, idle_timeout: float | None, quiet: bool) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (0: a free one; the address is printed). "
+                   "Default: [metrics] port, else none.")
+@click.option("--metrics-address", default=None,
+              help="Address to serve the metrics on (default: [metrics] address, 127.0.0.1).")
+@click.option("--log-format", type=click.Choice(["human", "json"]), default="human", show_default=True,
+              help="json: one JSON object per event on stderr (start, resume, refit, checkpoint, "
+                   "rejected, stop), no progress bar.")
+def run(config_path: str, max_records: int | None, idle_timeout: float | None, quiet: bool,
+        metrics_port: int | None, metrics_address: str | None, log_format: str) -> None:
     """Run the pipeline described by a TOML configuration (resumes from its checkpoints).
 
     One job per checkpoint directory: a second `run` on the same directory refuses to start.
@@ -334,9 +342,47 @@ def run(config_path: str, max_records: int | None, idle_timeout: float | None, q
     created: list[_CreatedFiles] = []
     cfg, pipe = _start(lambda: load_config(config_path), created)
     max_records = max_records if max_records is not None else cfg["pipeline"]["max_records"]
-    summary = _run_job(pipe, created, max_records=max_records, total=max_records,
-                       idle_timeout=idle_timeout, quiet=quiet)
+    watch = _watch(pipe, cfg, created, config_path, metrics_port, metrics_address, log_format)
+    try:
+        summary = _run_job(pipe, created, max_records=max_records, total=max_records,
+                           idle_timeout=idle_timeout, quiet=quiet or log_format == "json")
+    except BaseException as exc:
+        watch.stop(None, max_records=max_records, error=exc)
+        raise
+    watch.stop(summary, max_records=max_records)
     _print_summary(summary, pipe)
+
+
+def _watch(pipe: Pipeline, cfg: dict[str, Any], created: list[_CreatedFiles], config_path: str,
+           port: int | None, address: str | None, log_format: str) -> Any:
+    """Attach metrics and structured logs (:mod:`online_gmm.watch`); a missing prometheus-client or
+    a port that cannot be bound is a start-up mistake (one line, exit 2, nothing left behind)."""
+    from online_gmm.watch import Watch
+
+    port = port if port is not None else cfg["metrics"]["port"]
+    address = address or cfg["metrics"]["address"] or "127.0.0.1"
+    watch = None
+    try:
+        metrics = None
+        if port is not None:
+            from online_gmm.metrics import JobMetrics
+            metrics = JobMetrics()
+        watch = Watch(pipe, metrics, log_format=log_format)
+        watch.start(cfg, config_path=config_path, metrics_port=port, metrics_address=address)
+        return watch
+    except BaseException as exc:
+        if watch is not None:
+            watch.close()
+        pipe.close()
+        for c in created:
+            c.remove()
+        if isinstance(exc, ImportError):
+            raise Mistake(str(exc)) from None
+        if isinstance(exc, OSError):
+            raise Mistake(f"cannot serve metrics on {address}:{port}: {_describe(exc)}") from None
+        if isinstance(exc, ValueError):
+            raise Mistake(str(exc)) from None
+        raise
 
 
 def demo_config(out: Path, *, kafka: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -387,7 +433,8 @@ def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
         raise Mistake(f"--out {out!r} is a file, not a folder")
     try:
         if not resume:
-            for name in ("scores.jsonl", "anomalies.jsonl", "dead_letters.jsonl", "demo.png"):
+            for name in ("scores.jsonl", "anomalies.jsonl", "dead_letters.jsonl", "demo.png",
+                         "report.html"):
                 (out_dir / name).unlink(missing_ok=True)
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -424,11 +471,14 @@ def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
             f"{1 - cfg['anomaly']['quantile']:.0%} are flagged by construction; the stream holds "
             f"{injected} injected anomalies, {hits} of them flagged")
     try:
-        _plot(pipe.fitted_model(), pipe.history, pipe.reservoir.data(), out_dir / "demo.png",
-              feature_names=cfg["source"]["fields"])
+        from online_gmm.report import load_view, write_png, write_report
+        view, meta = load_view(out_dir / "checkpoints")
+        write_report(view, meta, out_dir / "report.html", source=str(out_dir / "checkpoints"))
+        write_png(view, out_dir / "demo.png")
         click.echo(f"plot: {out_dir / 'demo.png'}")
+        click.echo(f"report: {out_dir / 'report.html'} (open it in a browser)")
     except ImportError as exc:
-        click.echo(f"(no plot: {exc})")
+        click.echo(f"(no plot or report: {exc})")
 
 
 def _injected_anomalies_caught(scores: Path) -> tuple[int, int, int, int] | None:
@@ -501,27 +551,13 @@ def _demo_broker() -> tuple[Any, dict[str, str]]:
     return broker, {"servers": servers, "topic": topic, "anomaly_topic": anomaly_topic}
 
 
-def _plot(model: Any, history: Any, sample: np.ndarray | None, path: Path, *,
-          feature_names: list[str] | None = None) -> None:
-    from online_gmm.refit import plot_components, plot_history
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError("matplotlib is needed for plots: pip install online-gmm[plot]") from None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    plot_components(model._online.params, sample, ax=axes[0])
-    if feature_names:
-        axes[0].set_xlabel(feature_names[0])
-        axes[0].set_ylabel(feature_names[1] if len(feature_names) > 1 else "")
-    if len(history):
-        plot_history(history, ax=axes[1])
-    else:
-        axes[1].text(0.5, 0.5, "no refit yet", ha="center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def _check_checkpoint_folder(checkpoint: str) -> None:
+    """A folder that holds no checkpoint but one of its folders does: say which to pass."""
+    path = Path(checkpoint)
+    if path.is_dir() and not any(path.glob("ckpt-*.npz")) and any(path.glob("*/ckpt-*.npz")):
+        inner = sorted(d.name for d in path.iterdir() if any(d.glob("ckpt-*.npz")))
+        raise Mistake(f"{checkpoint!r} holds no checkpoint; its folder {inner[0]!r} does: "
+                      f"pass {str(path / inner[0])!r}")
 
 
 def _load_model(checkpoint: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -529,11 +565,7 @@ def _load_model(checkpoint: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     from online_gmm.checkpoint import CheckpointError
     from online_gmm.pipeline import load_model
 
-    path = Path(checkpoint)
-    if path.is_dir() and not any(path.glob("ckpt-*.npz")) and any(path.glob("*/ckpt-*.npz")):
-        inner = sorted(d.name for d in path.iterdir() if any(d.glob("ckpt-*.npz")))
-        raise Mistake(f"{checkpoint!r} holds no checkpoint; its folder {inner[0]!r} does: "
-                      f"pass {str(path / inner[0])!r}")
+    _check_checkpoint_folder(checkpoint)
     try:
         return load_model(checkpoint)
     except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -693,15 +725,35 @@ def _score_file(model: Any, input_path: str, output_path: str, dead_letters: str
 @click.option("--out", "out_path", default="online-gmm.png", show_default=True,
               type=click.Path(dir_okay=False))
 def plot(checkpoint: str, out_path: str) -> None:
-    """Plot a checkpoint's components (on its reservoir sample) and its BIC history."""
-    from online_gmm.refit import BICHistory, Reservoir
+    """Draw a checkpoint as one PNG: its components, K over time, anomaly rate and fit, feature pairs."""
+    _draw(checkpoint, out_path, "png")
 
-    model, meta, parts = _load_model(checkpoint)
-    history = BICHistory.from_arrays(*parts["history"])
-    sample = Reservoir.from_arrays(*parts["reservoir"]).data() if parts.get("reservoir") and \
-        parts["reservoir"][1] is not None else None
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--out", "out_path", default="online-gmm-report.html", show_default=True,
+              type=click.Path(dir_okay=False))
+def report(checkpoint: str, out_path: str) -> None:
+    """Write one self-contained HTML page about a checkpoint (opens offline, no script):
+    components, feature pairs, K over time, anomaly rate and fit, counters, configuration."""
+    _draw(checkpoint, out_path, "html")
+
+
+def _draw(checkpoint: str, out_path: str, kind: str) -> None:
+    """``plot`` and ``report``: a mistake (no model, an unwritable --out) is one line, exit 2."""
+    from online_gmm import report as rep
+    from online_gmm.checkpoint import CheckpointError
+
+    _check_checkpoint_folder(checkpoint)
     try:
-        _plot(model, history, sample, Path(out_path), feature_names=meta.get("feature_names"))
+        view, meta = rep.load_view(checkpoint)
+    except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise Mistake(f"cannot load a model from {checkpoint!r}: {_describe(exc)}") from None
+    try:
+        if kind == "png":
+            rep.write_png(view, out_path)
+        else:
+            rep.write_report(view, meta, out_path, source=checkpoint)
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:

@@ -33,6 +33,9 @@ Example ``pipeline.toml``::
     directory = "state"
     every = 5000
 
+    [metrics]
+    port = 9108                          # Prometheus metrics on http://127.0.0.1:9108/metrics
+
     [sinks.scores]
     type = "jsonl"
     path = "out/scores.jsonl"
@@ -78,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
     "refit": {"every": 0, "reservoir_size": 5000, "mode": "reservoir", "candidates": None,
               "criterion": "bic", "n_init": 2, "max_iter": 100, "seed": 0, "dask_scheduler": None},
     "checkpoint": {"directory": None, "every": 5000, "keep": 3},
+    "metrics": {"port": None, "address": "127.0.0.1"},   # Prometheus endpoint (online_gmm.metrics)
     "sinks": {},
 }
 _SINK_NAMES = ("scores", "anomalies", "dead_letters")
@@ -186,6 +190,10 @@ SPECS: dict[str, dict[str, _Spec]] = {
         "directory": _STR,
         "every": _int(1),
         "keep": _int(1),
+    },
+    "metrics": {
+        "port": _int(0, 65535, none=True),
+        "address": _STR,
     },
     "sinks": {
         "path": _STR,

@@ -41,6 +41,7 @@ from online_gmm._records import score_columns, values_raw
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
 from online_gmm.model_spec import ModelSpec, check_random_state
 from online_gmm.refit import BICHistory, Reservoir, refit
+from online_gmm.timeline import Timeline
 
 if TYPE_CHECKING:  # pragma: no cover - the estimator (scikit-learn) is imported where it is used
     from online_gmm.estimator import OnlineGaussianMixture
@@ -114,6 +115,18 @@ class Pipeline:
         Checkpoints kept.
     include_responsibilities, include_features : bool
         Add the responsibility vector / the feature values to each score record.
+    config : dict, optional
+        The job's configuration (JSON-able, secrets removed by the caller), kept in checkpoints for
+        ``online-gmm report``.
+
+    Attributes
+    ----------
+    timeline : online_gmm.timeline.Timeline
+        Bounded per-batch history (counts, mean log-likelihood, anomaly rate, K, threshold) and the
+        most recent flagged records, kept in the checkpoint for ``online-gmm report``.
+    observers : list of callable(event, fields)
+        Called with ``"resume"``, ``"batch"``, ``"refit"`` and ``"checkpoint"`` events and a dict
+        of their fields (:mod:`online_gmm.watch` turns them into metrics and logs).
     """
 
     def __init__(self, source, model: OnlineGaussianMixture | ModelSpec, *, batch_size: int = 5000,
@@ -125,7 +138,7 @@ class Pipeline:
                  refit_fn: Callable[..., Any] | None = None, checkpoint_dir: str | None = None,
                  checkpoint_every: int = 5000, keep: int = 3, include_responsibilities: bool = False,
                  include_features: bool = True, feature_names: list[str] | None = None,
-                 config_fingerprint: str | None = None) -> None:
+                 config_fingerprint: str | None = None, config: Mapping[str, Any] | None = None) -> None:
         if anomaly_policy not in ("adapt", "protect"):
             raise ValueError(f"anomaly_policy must be 'adapt' or 'protect', got {anomaly_policy!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -154,6 +167,10 @@ class Pipeline:
         self.fingerprint = config_fingerprint
         self.summary = RunSummary()
         self.history = BICHistory()
+        self.timeline = Timeline()
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
+        self.config = None if config is None else json.loads(json.dumps(config, default=str))
+        self._batch_loglik = (0, 0.0)     # (records scored with a finite log p, their sum) this batch
         self.reservoir = Reservoir(reservoir_size, mode=reservoir_mode, seed=seed)
         self._refit_rng = np.random.RandomState(seed)
         self._labels: np.ndarray | None = None   # stable id of each component
@@ -307,6 +324,8 @@ class Pipeline:
 
     def _process(self, X: np.ndarray, columns: dict[str, Any], rejects: list, position: Any) -> None:
         s = self.summary
+        t0, before = time.perf_counter(), (s.good, s.rejected, s.anomalies, s.learned)
+        self._batch_loglik = (0, 0.0)
         n_good = X.shape[0]
         s.records += n_good + len(rejects)
         s.good += n_good
@@ -326,6 +345,7 @@ class Pipeline:
             elif self._online.initialised:
                 self.reservoir.add(self._warm_up_rows_kept)
                 self._warm_up_rows_kept = None
+        self._after_batch(n_good + len(rejects), before, rejects, time.perf_counter() - t0)
         # cadences count good records, so bad records mixed in leave refits and checkpoints in place
         self._since_refit += n_good
         self._since_checkpoint += n_good
@@ -379,6 +399,11 @@ class Pipeline:
         if warming:
             self._remember_warm_up(X, ids[keep], columns, online.initialised, refused)
         self.summary.anomalies += int(flags.sum())
+        if out is not None:
+            finite = out[1][np.isfinite(out[1])]
+            self._batch_loglik = (finite.size, float(finite.sum()))
+        if flags.any():
+            self.timeline.add_flagged(X[flags])
         keep[keep] = ~flags
         scores_sink, anomalies_sink = self.sinks["scores"], self.sinks["anomalies"]
         if scores_sink is None and anomalies_sink is None:
@@ -391,6 +416,34 @@ class Pipeline:
         if anomalies_sink is not None and flags.any():
             anomalies_sink.write_columns(take_columns(cols, flags))
         return keep
+
+    def _after_batch(self, n_read: int, before: tuple[int, int, int, int], rejects: list,
+                     seconds: float) -> None:
+        """Count the batch in the timeline and tell the observers (``before``: good, rejected,
+        anomalies and learned counted before it)."""
+        s = self.summary
+        good, rejected, flagged = s.good - before[0], s.rejected - before[1], s.anomalies - before[2]
+        threshold = None
+        if self.anomaly is not None and self.anomaly.active_:
+            threshold = float(self.anomaly.threshold_)
+        scored, sum_loglik = self._batch_loglik
+        now = time.time()
+        self.timeline.add_batch(records=n_read, good=good, rejected=rejected, flagged=flagged,
+                                scored=scored, sum_loglik=sum_loglik, k=s.n_components,
+                                threshold=threshold, records_end=s.records, good_end=s.good,
+                                seconds=seconds, time=now)
+        if self.observers:
+            self._notify("batch", {"records": n_read, "good": good, "rejected": rejected,
+                                   "flagged": flagged, "learned": s.learned - before[3],
+                                   "reasons": [r.reason for r in rejects],
+                                   "refused": rejected - len(rejects), "scored": scored,
+                                   "mean_loglik": sum_loglik / scored if scored else None,
+                                   "threshold": threshold, "n_components": s.n_components,
+                                   "seconds": seconds})
+
+    def _notify(self, event: str, fields: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(event, fields)
 
     def _quarantine(self, refused: list[tuple[int, str]], X: np.ndarray, ids: np.ndarray,
                     columns: dict[str, Any], position: Any) -> np.ndarray:
@@ -459,9 +512,12 @@ class Pipeline:
         self._labels = np.asarray(result.matching.labels)
         self._next_label = int(result.matching.next_label)
         self.history.append(result.row)
+        self.timeline.add_refit(self.history.rows[-1])
         self.summary.refits += 1
         self.summary.n_components = online.n_components
         self._since_refit = 0
+        if self.observers:
+            self._notify("refit", {"row": self.history.rows[-1]})
         return result.row
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -486,6 +542,8 @@ class Pipeline:
                              if isinstance(v, (int, float, str, bool, type(None)))},
             "anomaly": None if self.anomaly is None else self.anomaly.to_state(),
             "warm_up_rows": self._warm_up_meta,
+            "timeline": self.timeline.to_state(),     # optional: absent in older v2 checkpoints
+            "config": self.config,
         }
         if self._online is not None:
             parts["model"] = self._online.to_arrays()
@@ -508,12 +566,14 @@ class Pipeline:
         self.summary.checkpoints += 1       # counted in the checkpoint itself, as `inspect` shows it
         try:
             arrays, meta = self._state()
-            self.store.save(arrays, meta)
+            path = self.store.save(arrays, meta)
         except BaseException:
             self.summary.checkpoints -= 1
             raise
         self._since_checkpoint = 0
         self.source.commit(meta["source_position"])
+        if self.observers:
+            self._notify("checkpoint", {"path": str(path), "counters": meta["counters"]})
 
     def resume(self) -> bool:
         """Load the newest good checkpoint, seek the source and restore the sinks; False if none."""
@@ -548,6 +608,7 @@ class Pipeline:
         if parts.get("reservoir") and parts["reservoir"][1] is not None:
             self.reservoir = Reservoir.from_arrays(*parts["reservoir"])
         self.history = BICHistory.from_arrays(*parts["history"])
+        self.timeline = Timeline.from_state(meta.get("timeline"))
         self._warm_up_meta = meta.get("warm_up_rows")
         if self.anomaly is not None and meta["anomaly"] is not None:
             self.anomaly = type(self.anomaly).from_state(meta["anomaly"])
@@ -559,6 +620,9 @@ class Pipeline:
             self.source.seek(meta["source_position"])
         self.summary.resumed_from = str(path)
         self.summary.n_components = meta["n_components"]
+        if self.observers:
+            self._notify("resume", {"path": str(path), "counters": dict(meta["counters"]),
+                                    "n_components": meta["n_components"]})
         return True
 
     def _fresh_start(self) -> None:

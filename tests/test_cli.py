@@ -46,6 +46,23 @@ def test_demo_writes_outputs_summary_and_plot(demo_out):
     assert after and all(k == 4 for k in after), chosen  # ... until one splits in two
 
 
+def test_demo_report_renders_in_a_real_browser(demo_out, tmp_path):
+    """The demo writes report.html; headless Chromium renders it with no console or page error and
+    no request beyond the file itself (the page is self-contained)."""
+    from _browser import need_browser, render
+
+    need_browser()
+    out, text = demo_out
+    assert f"report: {out / 'report.html'}" in text
+    seen = render(out / "report.html", screenshot=tmp_path / "shot.png")
+    assert seen.console_errors == [] and seen.page_errors == []
+    assert seen.requests == [(out / "report.html").resolve().as_uri()]
+    assert seen.title.startswith("online-gmm report: K = 4 components on 4 features")
+    assert [f["label"] for f in seen.figures] == ["components", "pairs", "k", "timeline"]
+    assert all(f["width"] > 400 and f["height"] > 200 for f in seen.figures), seen.figures
+    assert (tmp_path / "shot.png").stat().st_size > 50_000
+
+
 def test_inspect_score_and_plot_from_the_demo_checkpoint(demo_out, tmp_path):
     out, _ = demo_out
     runner = CliRunner()

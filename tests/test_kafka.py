@@ -287,8 +287,18 @@ def test_group_less_source_reads_every_partition(kafka_broker, kafka_topic, clie
     raws, _ = make_events(40, bad_every=None)
     produce(bs, topic, raws, partitions=2)
     with source(bs, topic, client, None, max_idle_s=0.5) as src:
-        batches = drain(src, 40)
+        first = drain(src, 5, max_records=5, settle_reads=0)
+        # lag(): high-water mark of the last fetch minus the next offset, per partition (20 each)
+        read = {p: 0 for p in (0, 1)}
+        for b in first:
+            for p in b.columns["partition"].tolist():
+                read[p] += 1
+        lag = src.lag()
+        assert lag and set(lag) <= {(topic, 0), (topic, 1)}
+        assert all(n == 20 - read[p] for (_, p), n in lag.items()), (lag, read)
+        batches = first + drain(src, 40 - sum(b.n_records for b in first))
         assert sum(b.n_records for b in batches) == 40
+        assert src.lag() == {(topic, 0): 0, (topic, 1): 0}
         with pytest.raises(ConnectorError, match="group_id"):
             src.commit()
         # max_idle_s: a finite run ends once nothing arrives for that long

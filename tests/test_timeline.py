@@ -1,0 +1,127 @@
+"""The job's timeline (bounded, kept in checkpoints, continued across resume) and the report's
+separating plane, checked against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from connectors.deadletter import DeadLetterSink
+from connectors.files import JSONLinesSink, JSONLinesSource
+from online_gmm.anomaly import NLLThreshold
+from online_gmm.checkpoint import CheckpointStore
+from online_gmm.demo import DEMO_FIELDS, write_events
+from online_gmm.model_spec import ModelSpec
+from online_gmm.pipeline import Pipeline
+from online_gmm.plots import discriminant_directions
+from online_gmm.timeline import Timeline
+
+WALL_CLOCK = ("time", "seconds")
+
+
+def _pipeline(tmp, data, ck="ck"):
+    pipe = Pipeline(
+        JSONLinesSource(str(data), fields=DEMO_FIELDS, name="events"),
+        ModelSpec(n_components=3, warm_up=600, random_state=0), batch_size=100,
+        scores=JSONLinesSink(str(tmp / f"{ck}.scores.jsonl")),
+        dead_letters=DeadLetterSink(JSONLinesSink(str(tmp / f"{ck}.dead.jsonl"))),
+        anomaly=NLLThreshold(q=0.98, min_samples=200), refit_every=1000, refit_candidates=[2, 3, 4],
+        reservoir_size=800, refit_n_init=1, checkpoint_dir=str(tmp / ck), checkpoint_every=700,
+        feature_names=DEMO_FIELDS)
+    pipe.timeline = Timeline(capacity=8, max_flagged=20)   # kept by resume from the checkpoint
+    return pipe
+
+
+def _comparable(t: Timeline) -> dict:
+    state = t.to_state()
+    state["entries"] = {k: v for k, v in state["entries"].items() if k not in WALL_CLOCK}
+    return state
+
+
+def test_timeline_is_bounded_and_resumes_as_an_uninterrupted_run(tmp_path):
+    data = tmp_path / "events.jsonl"
+    truth = write_events(data, n=4000, seed=11)
+    ref = _pipeline(tmp_path, data, "ref")
+    s = ref.run()
+    ref.close()
+    t = ref.timeline
+    # 40+ batches in at most 8 entries: merged pairs, every batch and record still counted once
+    assert len(t) <= 8 and t.span >= 8
+    cols = t.columns()
+    assert sum(cols["batches"]) == s.batches and sum(cols["records"]) == s.records == 4000
+    assert sum(cols["rejected"]) == s.rejected == int(truth["bad"].sum())
+    assert sum(cols["flagged"]) == s.anomalies > 0 and sum(cols["refits"]) == s.refits
+    assert cols["records_end"][-1] == s.records and cols["good_end"][-1] == s.good
+    assert cols["k"][-1] == s.n_components and cols["threshold"][-1] > 0
+    assert len(t.flagged) == 20
+    rates = [r for r in t.anomaly_rate() if r is not None]
+    assert 0 < np.mean(rates) < 0.2
+    # stopped at a batch boundary, resumed from its checkpoint in a new pipeline: the same timeline
+    first = _pipeline(tmp_path, data, "run")
+    first.run(max_records=1900)
+    first.close()
+    second = _pipeline(tmp_path, data, "run")
+    second.run()
+    second.close()
+    assert second.summary.resumed_from is not None
+    assert _comparable(second.timeline) == _comparable(ref.timeline)
+
+
+def test_checkpoint_without_timeline_still_loads(tmp_path):
+    """A v2 checkpoint written before timelines (no 'timeline'/'config' key) resumes with an empty
+    timeline and still makes a report."""
+    data = tmp_path / "events.jsonl"
+    write_events(data, n=1500, seed=2)
+    pipe = _pipeline(tmp_path, data)
+    pipe.run(max_records=1200)
+    pipe.close()
+    store = CheckpointStore(tmp_path / "ck")
+    arrays, meta, _ = store.load_latest()
+    del meta["timeline"], meta["config"]
+    store.save(arrays, meta)
+    again = _pipeline(tmp_path, data)
+    again.run()
+    again.close()
+    assert again.summary.records == 1500
+    # only what it saw itself
+    assert sum(again.timeline.columns()["records"]) == 1500 - pipe.summary.records
+    from online_gmm.report import load_view, render_html
+    store.save(arrays, meta)
+    view, meta = load_view(tmp_path / "ck")
+    assert view.timeline["batches"] == [] and len(view.flagged) == 0
+    page = render_html(view, meta)
+    assert "does not hold the job&#x27;s configuration" in page and page.count("<svg") == 4
+
+
+def test_timeline_state_is_checked():
+    with pytest.raises(ValueError, match="capacity must be an even integer"):
+        Timeline(capacity=7)
+    with pytest.raises(ValueError, match="timeline format"):
+        Timeline.from_state({"format": 99})
+    assert len(Timeline.from_state(None)) == 0
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_separating_plane_matches_sklearn_lda_on_a_sample(k):
+    """The directions from the fitted parameters span the plane scikit-learn's LDA finds on a large
+    sample drawn from those parameters (shared covariance, so LDA's model holds exactly)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    rng = np.random.default_rng(k)
+    d = 5
+    a = rng.normal(size=(d, d))
+    cov = a @ a.T + d * np.eye(d)
+    means = rng.normal(scale=4.0, size=(k, d))
+    weights = np.full(k, 1.0 / k)
+    v, sep = discriminant_directions(weights, means, np.stack([cov] * k))
+    assert v.shape == (d, 2) and np.allclose(np.linalg.norm(v, axis=0), 1.0) and sep[0] >= sep[1]
+    n = 40_000
+    y = rng.integers(k, size=n)
+    X = means[y] + rng.multivariate_normal(np.zeros(d), cov, size=n)
+    lda = LinearDiscriminantAnalysis(solver="eigen").fit(X, y)
+    ref = lda.scalings_[:, :min(2, k - 1)]
+    ref = ref / np.linalg.norm(ref, axis=0)
+    for j in range(ref.shape[1]):        # each reference direction lies in our plane
+        resid = ref[:, j] - v @ np.linalg.lstsq(v, ref[:, j], rcond=None)[0]
+        assert np.linalg.norm(resid) < 0.05, (j, resid)
+    assert abs(ref[:, 0] @ v[:, 0]) > 0.99     # and the first one is our first
