@@ -115,6 +115,8 @@ class _FileSink(Sink):
             raise PositionError(
                 f"cannot restore {self.path!r} to {size} bytes: it has only {current} (data was lost)"
             )
+        if size == current == self._durable:
+            return                      # already there and durable: no truncate, no fsync
         self._fh.truncate(size)
         self._fh.seek(0, os.SEEK_END)
         os.fsync(self._fh.fileno())
