@@ -307,4 +307,13 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
     result["source"] = h.source.position()
     result["sinks"] = {name: sink.position() for name, sink in h.sinks.items()}
     result["seconds"] = time.perf_counter() - t0
+    result["worker"] = _worker_address()
     return result
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):   # not on a Dask worker
+        return None
