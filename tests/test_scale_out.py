@@ -270,3 +270,28 @@ def test_a_killed_coordinator_resumes_with_nothing_lost_or_doubled(reference, st
     assert done.returncode == 0, done.stderr.decode()
     assert "resumed from" in done.stdout.decode()
     _assert_same_job(tmp, reference[0])
+
+
+def test_command_line_mistakes_with_workers_are_one_line_and_exit_2(tmp_path):
+    from _procs import run_cli
+    (tmp_path / "events.jsonl").write_text('{"a": 1}\n')
+    cfg = tmp_path / "job.toml"
+    cfg.write_text(f"""
+[source]
+type = "jsonl"
+path = "{tmp_path / 'events.jsonl'}"
+fields = ["a"]
+[sinks.scores]
+type = "kafka"
+topic = "scores"
+bootstrap_servers = "127.0.0.1:9"
+""")
+    for args, needle in ((["--workers", "2"], "kafka sink is not supported with workers"),
+                         (["--workers", "0"], "--workers")):
+        proc = run_cli("run", "--config", str(cfg), *args)
+        out, err = proc.communicate(timeout=120)
+        lines = err.decode().strip().splitlines()
+        assert proc.returncode == 2, err.decode()
+        assert needle in err.decode() and "Traceback" not in err.decode()
+        assert len([line for line in lines if line.startswith("Error")]) == 1
+    assert not list(tmp_path.glob("scores*"))      # nothing created by a refused start
