@@ -170,7 +170,8 @@ class Pipeline:
         self.timeline = Timeline()
         self.observers: list[Callable[[str, dict[str, Any]], None]] = []
         self.config = None if config is None else json.loads(json.dumps(config, default=str))
-        self._batch_loglik = (0, 0.0)     # (records scored with a finite log p, their sum) this batch
+        self._batch_loglik = (0, 0.0, 0, 0.0)   # records scored with a finite log p, their sum;
+        #                                         the same for those not flagged (this batch)
         self.reservoir = Reservoir(reservoir_size, mode=reservoir_mode, seed=seed)
         self._refit_rng = np.random.RandomState(seed)
         self._labels: np.ndarray | None = None   # stable id of each component
@@ -325,7 +326,7 @@ class Pipeline:
     def _process(self, X: np.ndarray, columns: dict[str, Any], rejects: list, position: Any) -> None:
         s = self.summary
         t0, before = time.perf_counter(), (s.good, s.rejected, s.anomalies, s.learned)
-        self._batch_loglik = (0, 0.0)
+        self._batch_loglik = (0, 0.0, 0, 0.0)
         n_good = X.shape[0]
         s.records += n_good + len(rejects)
         s.good += n_good
@@ -400,8 +401,10 @@ class Pipeline:
             self._remember_warm_up(X, ids[keep], columns, online.initialised, refused)
         self.summary.anomalies += int(flags.sum())
         if out is not None:
-            finite = out[1][np.isfinite(out[1])]
-            self._batch_loglik = (finite.size, float(finite.sum()))
+            finite = np.isfinite(out[1])
+            kept = finite & ~flags
+            self._batch_loglik = (int(finite.sum()), float(out[1][finite].sum()), int(kept.sum()),
+                                  float(out[1][kept].sum()))
         if flags.any():
             self.timeline.add_flagged(X[flags])
         keep[keep] = ~flags
@@ -426,10 +429,11 @@ class Pipeline:
         threshold = None
         if self.anomaly is not None and self.anomaly.active_:
             threshold = float(self.anomaly.threshold_)
-        scored, sum_loglik = self._batch_loglik
+        scored, sum_loglik, scored_kept, sum_loglik_kept = self._batch_loglik
         now = time.time()
         self.timeline.add_batch(records=n_read, good=good, rejected=rejected, flagged=flagged,
-                                scored=scored, sum_loglik=sum_loglik, k=s.n_components,
+                                scored=scored, sum_loglik=sum_loglik, scored_kept=scored_kept,
+                                sum_loglik_kept=sum_loglik_kept, k=s.n_components,
                                 threshold=threshold, records_end=s.records, good_end=s.good,
                                 seconds=seconds, time=now)
         if self.observers:

@@ -348,9 +348,13 @@ def draw_timeline(ax_rate: Any, ax_ll: Any, view: ModelView) -> None:
     xs = tl.get("good_end") or []
     rate = [np.nan if r is None else 100.0 * r for r in tl.get("anomaly_rate", [])]
     ll = [np.nan if v is None else v for v in tl.get("mean_loglik", [])]
+    ll_kept = [np.nan if v is None else v for v in tl.get("mean_loglik_kept", [])]
     if xs:
         ax_rate.plot(xs, rate, color=_ANOMALY, lw=1.5, marker=".", label="flagged")
-        ax_ll.plot(xs, ll, color="#1f77b4", lw=1.5, marker=".")
+        ax_ll.plot(xs, ll, color="#9ecae1", lw=1.2, marker=".", label="all scored records")
+        if ll_kept:
+            ax_ll.plot(xs, ll_kept, color="#08519c", lw=1.6, marker=".", label="records not flagged")
+        ax_ll.legend(loc="best", fontsize=7)
     else:
         for ax in (ax_rate, ax_ll):
             ax.text(0.5, 0.5, "no batch recorded", ha="center", va="center", transform=ax.transAxes)

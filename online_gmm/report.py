@@ -55,6 +55,7 @@ def load_view(checkpoint: str | Path) -> tuple[ModelView, dict[str, Any]]:
     flagged = np.asarray(timeline.flagged, dtype=np.float64).reshape(-1, d)
     columns = timeline.columns()
     columns["mean_loglik"] = timeline.mean_loglik()
+    columns["mean_loglik_kept"] = timeline.mean_loglik_kept()
     columns["anomaly_rate"] = timeline.anomaly_rate()
     anomaly = meta.get("anomaly") or {}
     view = ModelView(
@@ -147,12 +148,12 @@ def _figures(view: ModelView) -> dict[str, str]:
         ax_rate, ax_ll = fig.subplots(2, 1, sharex=True)
         draw_timeline(ax_rate, ax_ll, view)
 
-    figures = {"components": _svg("components", lambda fig: draw_plane(fig.subplots(), view), (8.5, 6.5))}
+    figures = {"components": _svg("components", lambda fig: draw_plane(fig.subplots(), view), (7.0, 6.4))}
     if 2 <= view.n_features <= MAX_PAIR_FEATURES:
         side = 1.9 * view.n_features + 1.2
         figures["pairs"] = _svg("pairs", lambda fig: draw_pairs(fig, view), (side, side))
-    figures["k"] = _svg("k", k_panels, (8.5, 5.0))
-    figures["timeline"] = _svg("timeline", timeline, (8.5, 5.0))
+    figures["k"] = _svg("k", k_panels, (7.0, 3.9))
+    figures["timeline"] = _svg("timeline", timeline, (7.0, 3.9))
     return figures
 
 
@@ -274,7 +275,7 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sa
 color:#1d1d1f;background:#f6f7f9}
 header{background:#1f2a44;color:#fff;padding:18px 28px}header h1{margin:0;font-size:20px}
 header p{margin:4px 0 0;color:#c8d0e0;font-size:13px}
-main{max-width:1180px;margin:0 auto;padding:16px 24px 40px}
+main{max-width:1400px;margin:0 auto;padding:16px 24px 40px}
 section{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:14px 18px;margin:16px 0}
 h2{font-size:17px;margin:2px 0 10px}p.note{color:#555;font-size:13px;margin:6px 0}
 .kpis{display:flex;flex-wrap:wrap;gap:12px}.kpi{background:#fff;border:1px solid #e1e4ea;
@@ -284,7 +285,8 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{padding:4px 10p
 border-bottom:1px solid #e6e8ee;text-align:left}table.num td{font-variant-numeric:tabular-nums}
 .swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;
 vertical-align:-1px}pre{background:#f3f4f7;padding:10px;border-radius:6px;overflow:auto;font-size:12px}
-.grid{display:grid;grid-template-columns:1fr 2fr;gap:16px}@media(max-width:900px){.grid{display:block}}
+.grid{display:grid;grid-template-columns:1fr 2fr;gap:16px}.two{display:grid;grid-template-columns:1fr 1fr;
+gap:16px}.two section,.grid section{margin:16px 0 0}@media(max-width:1000px){.grid,.two{display:block}}
 """
 
 _PAGE = """<!DOCTYPE html>
@@ -299,33 +301,32 @@ _PAGE = """<!DOCTYPE html>
 <header><h1>{heading}</h1><p>online-gmm report of <code>{source}</code>, written {when}</p></header>
 <main>
 <div class="kpis">{kpis}</div>
+<div class="two">
 <section><h2>Components</h2>
 <p class="note">Each ellipse holds about 86% of its component (2 standard deviations); grey dots are
 the refit sample of the stream (anomalies are kept out of it), red crosses the most recent flagged
 records. The axes are the two combinations of features along which the components differ most
 relative to their own spread; their formulas are on the axes.</p>
 {components_svg}
+</section>
+<section><h2>Over time</h2>
+<p class="note">K chosen at each refit, and by how much the runner-up lost (a small margin: the data
+barely prefer it). Below, the share of good records flagged against the share the threshold flags by
+construction, and the mean log-likelihood: a rise of the one or a fall of the other means the stream
+moved away from the model, or a new kind of record appeared before a refit took it in.</p>
+{k_svg}
+{timeline_svg}
+</section>
+</div>
+<section><h2>Components in numbers</h2>
 {components_table}
 </section>
 {pairs}
-<section><h2>Number of components over time</h2>
-<p class="note">At each refit every candidate K is fitted to the sample and the lowest information
-criterion wins. The lower panel shows by how much the runner-up lost: a small margin means the data
-barely prefer the chosen K.</p>
-{k_svg}
-<h2>Recent refits</h2>
-{refits}
-</section>
-<section><h2>Anomalies and fit over time</h2>
-<p class="note">The share of good records flagged, against the share the threshold's quantile flags by
-construction; a rise means the stream moved away from the model (or a new kind of record appeared
-before a refit took it in). A falling mean log-likelihood says the same.</p>
-{timeline_svg}
-</section>
 <div class="grid">
 <section><h2>Counters</h2>{counters}</section>
-<section><h2>Configuration</h2><pre>{config}</pre></section>
+<section><h2>Recent refits</h2>{refits}</section>
 </div>
+<section><h2>Configuration</h2><pre>{config}</pre></section>
 </main>
 </body>
 </html>

@@ -39,8 +39,8 @@ __all__ = ["Timeline"]
 
 _FORMAT = 1
 #: summed over the batches an entry covers
-_SUMS = ("batches", "records", "good", "rejected", "flagged", "scored", "sum_loglik", "seconds",
-         "refits")
+_SUMS = ("batches", "records", "good", "rejected", "flagged", "scored", "sum_loglik", "scored_kept",
+         "sum_loglik_kept", "seconds", "refits")
 #: taken from the entry's last batch
 _ENDS = ("records_end", "good_end", "k", "threshold", "time", "bic_gap", "chosen_k")
 _FIELDS = _SUMS + _ENDS
@@ -73,7 +73,7 @@ class Timeline:
 
     # ------------------------------------------------------------------------------ updates
     def add_batch(self, *, records: int, good: int, rejected: int, flagged: int, scored: int,
-                  sum_loglik: float, k: int | None, threshold: float | None, records_end: int,
+                  sum_loglik: float, k: int | None, scored_kept: int = 0, sum_loglik_kept: float = 0.0, threshold: float | None, records_end: int,
                   good_end: int, seconds: float, time: float) -> None:
         """Count one batch.
 
@@ -83,6 +83,8 @@ class Timeline:
             Records of the batch read, good, rejected and flagged as anomalies.
         scored, sum_loglik : int, float
             Records scored by a fitted model with a finite log-likelihood, and the sum of those.
+        scored_kept, sum_loglik_kept : int, float
+            The same for the records that were not flagged (the fit of the bulk of the stream).
         k : int or None
             Components after the batch (None while warming up).
         threshold : float or None
@@ -94,6 +96,7 @@ class Timeline:
         """
         row = {"batches": 1, "records": int(records), "good": int(good), "rejected": int(rejected),
                "flagged": int(flagged), "scored": int(scored), "sum_loglik": float(sum_loglik),
+               "scored_kept": int(scored_kept), "sum_loglik_kept": float(sum_loglik_kept),
                "seconds": float(seconds), "refits": 0, "records_end": int(records_end),
                "good_end": int(good_end),
                "k": None if k is None else int(k), "threshold": _finite_or_none(threshold),
@@ -135,6 +138,11 @@ class Timeline:
         """Mean log-likelihood of the scored records of each entry (None where none was scored)."""
         return [e["sum_loglik"] / e["scored"] if e["scored"] else None for e in self.entries]
 
+    def mean_loglik_kept(self) -> list[float | None]:
+        """Mean log-likelihood of the scored records that were not flagged, per entry."""
+        return [e["sum_loglik_kept"] / e["scored_kept"] if e["scored_kept"] else None
+                for e in self.entries]
+
     def anomaly_rate(self) -> list[float | None]:
         """Share of the good records of each entry flagged as anomalies (None where none was good)."""
         return [e["flagged"] / e["good"] if e["good"] else None for e in self.entries]
@@ -163,7 +171,7 @@ class Timeline:
         t.span = int(state["span"])
         cols = state["entries"]
         n = len(cols["batches"])
-        t.entries = [{f: cols[f][i] for f in _FIELDS} for i in range(n)]
+        t.entries = [{f: cols[f][i] if f in cols else 0 for f in _FIELDS} for i in range(n)]
         t.flagged = [list(map(float, row)) for row in state["flagged"]]
         return t
 
