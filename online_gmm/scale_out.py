@@ -107,8 +107,8 @@ class ScaleOutPipeline:
     ----------
     cfg : dict
         A validated configuration (:func:`online_gmm.config.load_config`); its ``[cluster]`` table
-        gives ``workers``, ``scheduler`` and ``round_size`` unless given here. File sinks only
-        (each partition writes its own files, named by :func:`partition_path`).
+        gives ``workers``, ``scheduler`` and ``round_size`` unless given here. Each partition writes
+        its own files (named by :func:`partition_path`); a Kafka sink's topic is shared.
     workers : int, optional
         Worker processes of a ``LocalCluster`` started here (on 127.0.0.1).
     scheduler : str, optional
@@ -127,10 +127,6 @@ class ScaleOutPipeline:
         self.round_size = int(round_size or cl.get("round_size") or cfg["pipeline"]["batch_size"])
         if self.round_size < 1:
             raise ValueError(f"round_size must be >= 1, got {self.round_size}")
-        for name, s in cfg["sinks"].items():
-            if s["type"] == "kafka":
-                raise ValueError(f"[sinks.{name}] a scaled-out job writes file sinks (jsonl, csv, parquet), "
-                                 "one per partition; a kafka sink is not supported with workers yet")
         if cfg["refit"]["mode"] != "reservoir":
             raise ValueError("[refit] mode must be 'reservoir' with workers (the sample is built by "
                              "bottom-k sampling across partitions)")
@@ -169,7 +165,9 @@ class ScaleOutPipeline:
             self.parts = []
             for i, (identity, src) in enumerate(partitions_of(cfg["source"])):
                 tag = f"part-{i:04d}"
-                sinks = {name: {**s, "path": partition_path(s["path"], tag)} for name, s in cfg["sinks"].items()}
+                # file sinks: one file (or folder) per partition; a Kafka sink: the same topic for all
+                sinks = {name: s if s["type"] == "kafka" else {**s, "path": partition_path(s["path"], tag)}
+                         for name, s in cfg["sinks"].items()}
                 self.parts.append({
                     "spec": {"job": self.job, "tag": tag, "index": i, "source": src, "sinks": sinks,
                              "include_features": cfg["pipeline"]["features"],
@@ -195,7 +193,8 @@ class ScaleOutPipeline:
     # ------------------------------------------------------------------------------ access
     def output_files(self) -> list[str]:
         """Every partition's output paths (files, or folders for Parquet)."""
-        return [cfg["path"] for p in self.parts for cfg in p["spec"]["sinks"].values()]
+        return [cfg["path"] for p in self.parts for cfg in p["spec"]["sinks"].values()
+                if cfg["type"] != "kafka"]
 
     @property
     def online(self):
@@ -503,6 +502,9 @@ class ScaleOutPipeline:
         for p in self.parts:
             here = {}
             for name, cfg in p["spec"]["sinks"].items():
+                if cfg["type"] == "kafka":          # cannot take records back: nothing to restore
+                    here[name] = None
+                    continue
                 sink = build_sink(cfg)
                 try:
                     here[name] = sink.position()
