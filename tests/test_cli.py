@@ -58,7 +58,7 @@ def test_demo_report_renders_in_a_real_browser(demo_out, tmp_path):
     assert seen.console_errors == [] and seen.page_errors == []
     assert seen.requests == [(out / "report.html").resolve().as_uri()]
     assert seen.title.startswith("online-gmm report: K = 4 components on 4 features")
-    assert [f["label"] for f in seen.figures] == ["components", "pairs", "k", "timeline"]
+    assert [f["label"] for f in seen.figures] == ["components", "k", "timeline", "pairs"]
     assert all(f["width"] > 400 and f["height"] > 200 for f in seen.figures), seen.figures
     assert (tmp_path / "shot.png").stat().st_size > 50_000
 
