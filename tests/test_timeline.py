@@ -67,7 +67,7 @@ def test_timeline_is_bounded_and_resumes_as_an_uninterrupted_run(tmp_path):
     assert _comparable(second.timeline) == _comparable(ref.timeline)
 
 
-def test_checkpoint_without_timeline_still_loads(tmp_path):
+def test_checkpoint_without_timeline_still_loads(tmp_path, monkeypatch):
     """A v2 checkpoint written before timelines (no 'timeline'/'config' key) resumes with an empty
     timeline and still makes a report."""
     data = tmp_path / "events.jsonl"
@@ -85,12 +85,18 @@ def test_checkpoint_without_timeline_still_loads(tmp_path):
     assert again.summary.records == 1500
     # only what it saw itself
     assert sum(again.timeline.columns()["records"]) == 1500 - pipe.summary.records
-    from online_gmm.report import load_view, render_html
+    from online_gmm import report
+    from online_gmm.plots import draw_k, draw_timeline
     store.save(arrays, meta)
-    view, meta = load_view(tmp_path / "ck")
+    view, meta = report.load_view(tmp_path / "ck")
     assert view.timeline["batches"] == [] and len(view.flagged) == 0
-    page = render_html(view, meta)
-    assert "does not hold the job&#x27;s configuration" in page and page.count("<svg") == 4
+    # the time series say there is nothing to draw (the full page is drawn in test_watch/test_cli)
+    svg = report._svg("t", lambda fig: draw_timeline(*fig.subplots(2, 1), view), (4, 3))
+    svg += report._svg("k", lambda fig: draw_k(*fig.subplots(2, 1), view), (4, 3))
+    assert svg.count("<svg") == 2
+    monkeypatch.setattr(report, "_figures", lambda v: dict.fromkeys(["components", "k", "timeline"], ""))
+    page = report.render_html(view, meta)
+    assert "does not hold the job&#x27;s configuration" in page and "n_components" in page
 
 
 def test_timeline_state_is_checked():
