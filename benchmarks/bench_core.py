@@ -4,7 +4,8 @@ Everything is measured side by side in one run, BLAS pinned to one thread, media
 
     python benchmarks/bench_core.py                 # all three parts, full sizes (a few minutes)
     python benchmarks/bench_core.py --only a        # one part: a (EM iteration), b (partial_fit),
-                                                    # c (quality), d (float32 vs float64 E-step)
+                                                    # c (quality), d (float32 vs float64 E-step),
+                                                    # e (PyTorch tensors vs NumPy, per EM iteration)
     python benchmarks/bench_core.py --quick         # small smoke run (seconds; figures meaningless)
 
 Data: ``A`` has N=1e6, K=8, D=16 and ``B`` N=1e5, K=16, D=50, drawn from a known random Gaussian
@@ -25,6 +26,8 @@ same mixture.
 (c) Held-out mean log-likelihood of one pass of ``partial_fit`` (default settings, batches of 1000)
     minus that of scikit-learn's ``fit(n_init=3)``, and the time each took.
 (d) Seconds per E-step pass on float32 against float64 input (the same values), per covariance type.
+(e) Where PyTorch is installed: seconds per EM iteration on its tensors, CPU (and CUDA where present),
+    under scikit-learn's array API dispatch, beside NumPy's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# (e): scikit-learn's array API dispatch requires it, set before scipy is imported
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 from sklearn.mixture import GaussianMixture  # noqa: E402
 
@@ -335,18 +340,66 @@ def bench_dtype(problems: dict, repeats: int) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------ (e)
+def bench_torch(problems: dict, repeats: int) -> list[dict]:
+    """Seconds per EM iteration of ``fit`` on NumPy input and, under scikit-learn's array API
+    dispatch, on PyTorch tensors on the CPU (and on CUDA where present), full covariances.
+
+    An iteration's time is ``(t(max_iter=4) - t(max_iter=1)) / 3``: the start and the transfers of
+    the data, made once per fit, cancel. Tensors are fitted by the NumPy core on the host
+    (online_gmm._array_api), so their iterations cost NumPy's; ``xfer_s`` is the one transfer of X
+    to the host that each fit on a tensor pays.
+    """
+    try:
+        import torch
+    except ImportError:
+        print("\n(e) PyTorch is not installed: no EM iteration times on its tensors")
+        return []
+    import sklearn
+    from sklearn.utils._array_api import move_to
+
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(f"\n(e) seconds per EM iteration (full), NumPy vs PyTorch tensors under array API "
+          f"dispatch ({', '.join(devices)}), median of {repeats}")
+    print(f"{'row':<4} {'data':<5} {'input':<8} {'iter_s':>8} {'xfer_s':>8} {'vs_numpy':>8}")
+
+    def per_iter(X, dispatch: bool) -> float:
+        def fit(n: int) -> float:
+            model = OnlineGaussianMixture(k_comp, init_params="random_from_data", tol=0, max_iter=n,
+                                          random_state=0)
+            with sklearn.config_context(array_api_dispatch=dispatch):
+                return _timed(lambda: model.fit(X))[0]
+        return statistics.median((fit(4) - fit(1)) / 3 for _ in range(repeats))
+
+    rows = []
+    for name, (gmm, X, _) in problems.items():
+        k_comp = gmm.means.shape[0]
+        base = per_iter(X, False)
+        print(f"{'TO':<4} {name:<5} {'numpy':<8} {base:8.3f} {0.0:8.3f} {1.0:8.3f}", flush=True)
+        rows.append(dict(data=name, input="numpy", iter=base))
+        for device in devices:
+            X_t = torch.asarray(X, device=device)
+            xfer = statistics.median(_timed(lambda: move_to(X_t, xp=np, device="cpu"))[0]
+                                     for _ in range(repeats))
+            t = per_iter(X_t, True)
+            print(f"{'TO':<4} {name:<5} {'torch:' + device:<8} {t:8.3f} {xfer:8.3f} {t / base:8.3f}",
+                  flush=True)
+            rows.append(dict(data=name, input=f"torch:{device}", iter=t, xfer=xfer))
+    return rows
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (figures meaningless)")
-    parser.add_argument("--only", action="append", choices=["a", "b", "c", "d"],
+    parser.add_argument("--only", action="append", choices=["a", "b", "c", "d", "e"],
                         help="run only this part (repeatable)")
     parser.add_argument("--data", action="append", choices=list(SIZES), help="data sets (default both)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, quick 1)")
     parser.add_argument("--iters", type=int, default=3, help="(a) EM iterations per timed run")
     parser.add_argument("--seeds", type=int, default=1, help="(c) number of data seeds")
     args = parser.parse_args(argv)
-    parts = args.only or ["a", "b", "c", "d"]
+    parts = args.only or ["a", "b", "c", "d", "e"]
     names = args.data or list(SIZES)
     repeats = args.repeats or (1 if args.quick else 3)
 
@@ -367,6 +420,8 @@ def main(argv=None) -> int:
             results["c"] = bench_quality(problems, seeds=tuple(range(args.seeds)), quick=args.quick)
         if "d" in parts:
             results["d"] = bench_dtype(problems, repeats)
+        if "e" in parts:
+            results["e"] = bench_torch(problems, repeats)
     misses = [r for rows in results.values() for r in rows if r.get("ok") is False]
     print(f"\nsummary: {len(misses)} target(s) missed")
     return 0

@@ -13,11 +13,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from online_gmm._array_api import (DISPATCH_INITS, Space, check_same_space, dispatch_enabled,
+                                   space_of, to_numpy, to_space)
 from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
 from online_gmm._online import _MAX_ABS64, OnlineEM, RefusedRecordsError, screen_extreme
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.model_spec import DEFAULTS as _D
+from online_gmm._init import check_inits
 from online_gmm.model_spec import PARAMETERS, Constraint, OnlineModelParams, check_random_state
 
 __all__ = ["OnlineGaussianMixture"]
@@ -214,6 +217,32 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                              ensure_min_samples=min_samples, order="C"), False
 
+    def _input_space(self, X) -> Space | None:
+        """The namespace and device of the data of a (first) fit under array API dispatch.
+
+        Raises NotImplementedError for the k-means starts under dispatch, as scikit-learn does.
+        """
+        if dispatch_enabled() and self.init_params not in DISPATCH_INITS:
+            raise NotImplementedError(
+                f"Allowed `init_params` are {DISPATCH_INITS} if 'array_api_dispatch' is enabled; "
+                f"got init_params={self.init_params!r} (its k-means has no array API support).")
+        return space_of(X)
+
+    def _inits(self, n_features: int):
+        # starting parameters given as arrays of another namespace (under dispatch) come to NumPy
+        return check_inits(to_numpy(self.weights_init), to_numpy(self.means_init),
+                           to_numpy(self.precisions_init), n_components=self.n_components,
+                           n_features=n_features, covariance_type=self.covariance_type)
+
+    def _host(self, X, method: str):
+        """``X`` validated as a NumPy array for an inference ``method``; under array API dispatch,
+        checked to be in the fitted model's namespace and on its device first."""
+        self._check_fitted()
+        if type(X) is not np.ndarray or self.__dict__.get("_space") is not None:
+            check_same_space(X, self, method)
+            X = to_numpy(X)
+        return self._validate_X(X, reset=False)
+
     @staticmethod
     def _validate_weight(sample_weight, n: int) -> np.ndarray | None:
         if sample_weight is None:
@@ -253,14 +282,17 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
         """Fit with batch EM, then return the label of each sample, shape (n_samples,)."""
         X = self._fit(X, sample_weight)
-        return self.predict(X)
+        return to_space(self._scorer().predict(X), self.__dict__.get("_space"))
 
     def _fit(self, X, sample_weight) -> np.ndarray:
         self._validate_params()
+        space = self._input_space(X)
+        X, sample_weight = to_numpy(X), to_numpy(sample_weight)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         X = self._validate_X(X, reset=do_init, min_samples=2)
         if do_init:
             self._out_dtype = X.dtype
+            self._space = space
         n, d = X.shape
         if n < self.n_components:
             raise ValueError(
@@ -335,11 +367,18 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         self
         """
         first = not hasattr(self, "_online")
+        space = None
         if first:
             self._validate_params()
+            space = self._input_space(X)
+        if type(X) is not np.ndarray:
+            if not first and self.__dict__.get("_space") is not None:
+                check_same_space(X, self, "partial_fit")
+            X, sample_weight = to_numpy(X), to_numpy(sample_weight)
         X, within = self._check_X(X, first, 1)
         if first:
             self._out_dtype = X.dtype
+            self._space = space
         w = self._validate_weight(sample_weight, X.shape[0])
         online = self._online if not first else self._new_online(
             X.shape[1], check_random_state(self.random_state))
@@ -401,10 +440,19 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         self.covariances_ = cast(params.covariance_matrices())   # derived if given as precisions
         self.precisions_cholesky_ = cast(params.precisions_cholesky)
 
-    def _cast(self, a: np.ndarray) -> np.ndarray:
-        """``a`` (float64) in the dtype of the data the model was fitted on."""
+    def _cast(self, a: np.ndarray):
+        """``a`` (float64) in the dtype of the data the model was fitted on, and in its array
+        namespace and on its device under array API dispatch."""
         dtype = self.__dict__.get("_out_dtype", np.float64)
-        return a if dtype == np.float64 else a.astype(dtype)
+        if dtype != np.float64:
+            a = a.astype(dtype)
+        space = self.__dict__.get("_space")
+        return a if space is None else to_space(a, space)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True      # see online_gmm._array_api
+        return tags
 
     @property
     def precisions_(self) -> np.ndarray:
@@ -477,13 +525,15 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         Decreases with the distance from the components up to the largest finite floats: -inf where
         the squared Mahalanobis distance overflows, never NaN.
         """
-        self._check_fitted()
-        X = self._validate_X(X, reset=False)
-        return self._scorer().score_samples(X).astype(X.dtype, copy=False)
+        X = self._host(X, "score_samples")
+        out = self._scorer().score_samples(X).astype(X.dtype, copy=False)
+        return to_space(out, self.__dict__.get("_space"))
 
     def score(self, X, y=None) -> float:
-        """Mean log-likelihood of ``X``."""
-        return float(self.score_samples(X).mean())
+        """Mean log-likelihood of ``X`` (the mean of ``score_samples``, in its dtype, as
+        scikit-learn computes it)."""
+        X = self._host(X, "score")
+        return float(self._scorer().score_samples(X).astype(X.dtype, copy=False).mean())
 
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probability of each component, shape (n_samples, n_components).
@@ -492,29 +542,28 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         (``score_samples`` gives -inf) belongs to the component nearest it in Mahalanobis distance
         (evaluated on the row scaled down by a power of two; equal distances share equally).
         """
-        self._check_fitted()
-        X = self._validate_X(X, reset=False)
+        X = self._host(X, "predict_proba")
         log_resp, _ = self._scorer().log_resp(X)
-        return np.exp(log_resp).astype(X.dtype, copy=False)
+        return to_space(np.exp(log_resp).astype(X.dtype, copy=False), self.__dict__.get("_space"))
 
     def predict(self, X) -> np.ndarray:
         """Most probable component of each sample, shape (n_samples,) (``predict_proba``'s argmax)."""
-        self._check_fitted()
-        X = self._validate_X(X, reset=False)
-        return self._scorer().predict(X)
+        X = self._host(X, "predict")
+        return to_space(self._scorer().predict(X), self.__dict__.get("_space"))
 
     def _estimate_weighted_log_prob(self, X) -> np.ndarray:
         return self._scorer().weighted_log_prob(X)
 
     def bic(self, X) -> float:
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        X = self._validate_X(X, reset=False)
-        return float(-2 * self.score(X) * X.shape[0] + self._n_parameters() * np.log(X.shape[0]))
+        X = self._host(X, "bic")
+        log_lik = float(self._scorer().score_samples(X).sum())
+        return float(-2 * log_lik + self._n_parameters() * np.log(X.shape[0]))
 
     def aic(self, X) -> float:
         """Akaike information criterion of the model on ``X`` (lower is better)."""
-        X = self._validate_X(X, reset=False)
-        return float(-2 * self.score(X) * X.shape[0] + 2 * self._n_parameters())
+        X = self._host(X, "aic")
+        return float(-2 * float(self._scorer().score_samples(X).sum()) + 2 * self._n_parameters())
 
     def _n_parameters(self) -> int:
         self._check_fitted()
@@ -526,6 +575,8 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            float64, as scikit-learn's (in the fitted data's namespace and on its device under
+            array API dispatch).
         y : ndarray of shape (n_samples,)
             Component of each sample.
         """
@@ -533,19 +584,21 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         if n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. It must be >= 1.")
         rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
-        d = self.means_.shape[1]
+        params = self._params_                          # float64 NumPy, whatever was published
+        weights, means, cov = params.weights, params.means, params.covariance_matrices()
+        counts = rng.multinomial(n_samples, weights)
+        d = means.shape[1]
         if self.covariance_type == "full":
             X = np.vstack([rng.multivariate_normal(m, c, int(n)) for m, c, n in
-                           zip(self.means_, self.covariances_, counts)])
+                           zip(means, cov, counts)])
         elif self.covariance_type == "tied":
-            X = np.vstack([rng.multivariate_normal(m, self.covariances_, int(n)) for m, n in
-                           zip(self.means_, counts)])
+            X = np.vstack([rng.multivariate_normal(m, cov, int(n)) for m, n in zip(means, counts)])
         else:
             X = np.vstack([m + rng.standard_normal(size=(n, d)) * np.sqrt(c) for m, c, n in
-                           zip(self.means_, self.covariances_, counts)])
+                           zip(means, cov, counts)])
         y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
-        return X, y
+        space = self.__dict__.get("_space")
+        return to_space(X, space), to_space(y, space)
 
     # ================================================================== map-reduce
     def merge(self, other: "OnlineGaussianMixture") -> "OnlineGaussianMixture":
@@ -571,6 +624,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         from sklearn.base import clone
         new = clone(self)
         new._out_dtype = self.__dict__.get("_out_dtype", np.float64)
+        new._space = self.__dict__.get("_space")
         new.n_features_in_ = stats.n_features
         if hasattr(self, "feature_names_in_"):
             new.feature_names_in_ = self.feature_names_in_

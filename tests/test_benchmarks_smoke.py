@@ -61,6 +61,16 @@ def test_float32_rows(quick_output):
                              re.M), f"missing float32 row {data} {cov}"
 
 
+def test_torch_rows(quick_output):
+    # seconds per EM iteration on NumPy and on PyTorch tensors (where PyTorch is installed)
+    if "(e) PyTorch is not installed" in quick_output:
+        pytest.skip("PyTorch is not installed: bench_core prints no (e) rows")
+    for data in ("A", "B"):
+        for source in ("numpy", "torch:cpu"):
+            assert re.search(rf"^TO\s+{data}\s+{source}\s+{FLOAT}\s+{FLOAT}\s+{FLOAT}$",
+                             quick_output, re.M), f"missing PyTorch row {data} {source}"
+
+
 def test_summary_and_agreement(quick_output):
     assert re.search(r"^summary: \d+ target\(s\) missed$", quick_output, re.M)
     # both libraries did the same work: the lower bounds agree

@@ -181,3 +181,74 @@ def test_float32_statistics_are_accumulated_in_float64_at_an_offset_of_1e4(ctype
     assert s32.scatter.dtype == np.float64
     np.testing.assert_allclose(s32.scatter, s64.scatter, rtol=1e-12)
     np.testing.assert_allclose(s32.means, s64.means, rtol=1e-15)
+
+
+# ----------------------------------------------------------------------------- array API
+def _namespace(xp_name: str, device: str | None):
+    """(xp, device) for a test, or skip saying why."""
+    if xp_name == "array_api_strict":
+        xp = pytest.importorskip("array_api_strict", reason="array-api-strict (the test extra) is "
+                                                            "not installed")
+        return xp, xp.Device("CPU_DEVICE")
+    try:
+        import torch
+    except ImportError:
+        pytest.skip("PyTorch is not installed: its array API tests do not run (pip install torch)")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA device here")
+    return torch, torch.device(device)
+
+
+_SPACES = [("array_api_strict", None), ("torch", "cpu"), ("torch", "cuda")]
+
+
+@pytest.mark.parametrize("xp_name, device", _SPACES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name, device, dtype):
+    import sklearn
+    from sklearn.utils._array_api import device as device_of
+    from sklearn.utils._array_api import get_namespace, move_to
+
+    xp, dev = _namespace(xp_name, device)
+    X = make_blobs(400, n_features=3, centers=3, random_state=0)[0].astype(dtype)
+    X_xp = xp.asarray(X, device=dev)
+    kw = dict(init_params="random_from_data", random_state=0, warm_up=200)
+    reference = OnlineGaussianMixture(3, **kw).fit(X)
+    streamed_ref = _one_pass(OnlineGaussianMixture(3, **kw), X, 100)
+    with sklearn.config_context(array_api_dispatch=True):
+        model = OnlineGaussianMixture(3, **kw).fit(X_xp)
+        streamed = OnlineGaussianMixture(3, **kw)
+        for a in range(0, 400, 100):
+            streamed.partial_fit(X_xp[a:a + 100, ...])
+        for fitted, ref in ((model, reference), (streamed, streamed_ref)):
+            outputs = {"means_": fitted.means_, "covariances_": fitted.covariances_,
+                       "precisions_": fitted.precisions_, "weights_": fitted.weights_,
+                       "predict_proba": fitted.predict_proba(X_xp),
+                       "score_samples": fitted.score_samples(X_xp), "predict": fitted.predict(X_xp)}
+            for name, value in outputs.items():
+                assert get_namespace(value)[0] is get_namespace(X_xp)[0], name
+                assert device_of(value) == device_of(X_xp), name
+                expected = getattr(ref, name) if name.endswith("_") else getattr(ref, name)(X)
+                np.testing.assert_allclose(move_to(value, xp=np, device="cpu"), expected,
+                                           rtol=1e-12, err_msg=name)
+            assert fitted.means_.dtype == getattr(xp, dtype)
+            assert isinstance(fitted.score(X_xp), float)
+            assert fitted.score(X_xp) == pytest.approx(ref.score(X), rel=1e-12)
+        sample, labels = model.sample(5)
+        assert get_namespace(sample)[0] is get_namespace(X_xp)[0]
+        with pytest.raises(ValueError, match="must use the same namespace"):
+            model.predict(X)
+
+
+def test_array_api_dispatch_refuses_the_k_means_starts():
+    import sklearn
+
+    X = make_blobs(100, n_features=2, centers=3, random_state=0)[0]
+    with sklearn.config_context(array_api_dispatch=True):
+        for init in ("kmeans", "k-means++"):
+            with pytest.raises(NotImplementedError, match="Allowed `init_params`.+if "
+                                                          "'array_api_dispatch' is enabled"):
+                OnlineGaussianMixture(3, init_params=init).fit(X)
+            with pytest.raises(NotImplementedError, match="Allowed `init_params`"):
+                OnlineGaussianMixture(3, init_params=init).partial_fit(X)
+    assert OnlineGaussianMixture().__sklearn_tags__().array_api_support
