@@ -263,3 +263,43 @@ def test_metrics_mistakes_are_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         'Error: metrics need prometheus-client: pip install "online-gmm[metrics]"']
     assert not (tmp_path / "s.jsonl").exists()
+
+
+def test_kafka_consumer_lag_per_partition(kafka_broker, kafka_topic):
+    """A pipeline reading a real topic: the lag gauge is the high-water mark minus the position."""
+    from kafka import KafkaProducer
+    from prometheus_client import generate_latest
+
+    from connectors.decoders import JSONDecoder
+    from connectors.kafka import KafkaSource
+    from online_gmm.metrics import JobMetrics
+    from online_gmm.model_spec import ModelSpec
+    from online_gmm.pipeline import Pipeline
+
+    topic = kafka_topic(partitions=2, prefix="lag")
+    lines, _ = generate_events(1200, seed=4, bad_rate=0.0)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, linger_ms=5)
+    for i, line in enumerate(lines):
+        producer.send(topic, line, partition=i % 2)
+    producer.flush()
+    producer.close()
+    source = KafkaSource(topic, kafka_broker.bootstrap_servers, None, JSONDecoder(DEMO_FIELDS),
+                         max_idle_s=2.0)
+    pipe = Pipeline(source, ModelSpec(n_components=3, warm_up=300, random_state=0), batch_size=100)
+    metrics = JobMetrics(source)
+    pipe.observers.append(metrics)
+    try:
+        pipe.run(max_records=500)
+        positions = {int(p): o for p, o in source.position()[topic].items()}
+        lag = source.lag()
+    finally:
+        pipe.close()
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    scraped = {(s.labels["topic"], int(s.labels["partition"])): s.value
+               for s in families["online_gmm_kafka_consumer_lag"].samples}
+    assert scraped and set(scraped) <= {(topic, 0), (topic, 1)}
+    assert scraped == {key: float(n) for key, n in lag.items()}
+    assert sum(positions.values()) == 500
+    # all 600 records of a partition were produced before the first fetch: its high-water mark
+    assert all(n == 600 - positions[p] for (_, p), n in scraped.items()), (scraped, positions)
+    assert max(scraped.values()) > 0
