@@ -217,7 +217,7 @@ def test_json_logs_are_one_event_per_line(watched_run):
         assert e["level"] in ("info", "warning") and e["time"].endswith("Z")
 
 
-def test_report_and_plot_of_the_watched_job(watched_run, tmp_path):
+def test_report_of_the_watched_job(watched_run, tmp_path):
     """The report of a checkpoint holds the timeline (kept across the SIGTERM's checkpoint), the
     pictures as inline SVG, and nothing that loads from elsewhere."""
     ck = watched_run["tmp"] / "ck"
