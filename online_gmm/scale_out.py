@@ -266,16 +266,18 @@ class ScaleOutPipeline:
             "seed": int(self.cfg["refit"]["seed"]),
         }
 
-    def _submit(self, parts: list[dict[str, Any]], state: dict[str, Any], name: str) -> list:
-        workers = sorted(self.client.scheduler_info()["workers"])
+    def _submit(self, parts: list[dict[str, Any]], state: dict[str, Any], name: str, *,
+                late: bool = True) -> list:
+        workers = sorted(self.client.nthreads())   # a partition keeps its worker while the set stays
         futures = []
         for p in parts:
             start = {"source": p["source"], "sinks": p["sinks"], "scored": p["scored"]}
-            st = {**state, "late": self._late.get(p["spec"]["tag"])}
+            st = {**state, "late": self._late.get(p["spec"]["tag"]) if late else None}
+            where = {"workers": [workers[p["spec"]["index"] % len(workers)]],
+                     "allow_other_workers": True} if workers else {}
             futures.append(self.client.submit(
                 partition_round, p["spec"], start, st, key=f"ogmm-{self.job}-{name}-{p['spec']['tag']}",
-                workers=[workers[p["spec"]["index"] % len(workers)]] if workers else None,
-                allow_other_workers=True, pure=False))
+                pure=False, **where))
         return futures
 
     def _round(self, active: list[dict[str, Any]], idle_timeout: float | None) -> bool:
@@ -300,7 +302,7 @@ class ScaleOutPipeline:
         if any(r["status"] == "stopped" for r in results):
             # abandoned: the partitions that finished are put back where the round started
             self.client.gather(self._submit(active, {**self._round_state(None, ""), "quota": 0},
-                                            f"r{n_round}-undo"))
+                                            f"r{n_round}-undo", late=False))
             return False
         t1 = time.perf_counter()
         self._merge(active, results)

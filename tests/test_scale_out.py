@@ -319,3 +319,41 @@ path = "{tmp_path / 'scores.jsonl'}"
         assert needle in err.decode() and "Traceback" not in err.decode()
         assert len([line for line in lines if line.startswith("Error")]) == 1
     assert not list(tmp_path.glob("scores*"))      # nothing created by a refused start
+
+
+def test_a_stop_abandons_the_waiting_round_and_the_job_resumes_from_the_complete_ones(reference, client,
+                                                                                      stream):
+    """Without max_idle_s the last round waits for records that never come (each partition holds
+    fewer than 8 x 250 good records); a stop (what SIGTERM does) abandons it, puts back what its
+    tasks wrote, and checkpoints the complete rounds. Resumed, the job ends as the uninterrupted run."""
+    servers, topic, _ = stream
+    tmp = reference[0].parent / (reference[0].name + "-stopped")
+    path = _config(tmp, servers, topic)
+    text = path.read_text()
+    path.write_text(text.replace("max_idle_s = 1.5\n", ""))
+    job = ScaleOutPipeline(load_config(path), client=client)
+    last = N // (PARTITIONS * ROUND) - 1            # the round that cannot be completed
+
+    def stop_when_waiting():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(f"-r{last}-" in str(key) for keys in client.processing().values() for key in keys):
+                break
+            time.sleep(0.01)
+        job.stop()
+
+    def progress(summary):
+        if summary.extra["rounds"] == last:
+            threading.Thread(target=stop_when_waiting, daemon=True).start()
+
+    try:
+        summary = job.run(progress=progress)
+    finally:
+        job.close()
+    assert summary.extra["rounds"] == last and summary.records < N
+    _, meta = _final(tmp)
+    assert meta["counters"]["records"] == summary.records
+    path.write_text(text)
+    resumed, _ = _run(tmp, client)
+    assert resumed.resumed_from is not None
+    _assert_same_job(tmp, reference[0])
