@@ -2,47 +2,45 @@
 
 from __future__ import annotations
 
-import numbers
-import time
 import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from online_gmm._array_api import (DISPATCH_INITS, Space, check_same_space, dispatch_enabled,
-                                   space_of, to_numpy, to_space)
+from online_gmm._array_api import (
+    DISPATCH_INITS,
+    Space,
+    check_same_space,
+    dispatch_enabled,
+    space_of,
+    to_numpy,
+    to_space,
+)
 from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
-from online_gmm._online import _MAX_ABS64, OnlineEM, RefusedRecordsError, screen_extreme
+from online_gmm._guards import _MAX_ABS64
+from online_gmm._init import check_inits
+from online_gmm._online import OnlineEM, RefusedRecordsError, screen_extreme
+from online_gmm._sklearn_support import (
+    VerbosePrinter,
+    rows_message,
+    sklearn_constraint,
+    validate_weight,
+)
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.model_spec import DEFAULTS as _D
-from online_gmm._init import check_inits
-from online_gmm.model_spec import PARAMETERS, Constraint, OnlineModelParams, check_random_state
+from online_gmm.model_spec import PARAMETERS, OnlineModelParams, check_random_state
 
 __all__ = ["OnlineGaussianMixture"]
 
-_INTERVAL_TYPES = {"int": numbers.Integral, "real": numbers.Real}
-
-#: attributes published from the warm-up buffer's provisional fit while ``partial_fit`` warms up
 #: input dtypes kept (the fitted attributes and the per-sample outputs take the input's)
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
 _PROVISIONAL_NAMES = frozenset({"_params_", "weights_", "means_", "covariances_",
                                 "precisions_cholesky_"})
-
-
-def _sklearn_constraint(constraint: Constraint) -> Any:
-    """A constraint of :data:`~online_gmm.model_spec.PARAMETERS` as scikit-learn states it."""
-    if isinstance(constraint, tuple):
-        if constraint[0] == "str":
-            return StrOptions(set(constraint[1]))
-        kind, low, high, closed = constraint
-        return Interval(_INTERVAL_TYPES[kind], low, high, closed=closed)
-    return constraint      # "array-like", "random_state", "boolean", "verbose", None: the same names
 
 
 class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
@@ -150,7 +148,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
     """
 
     #: from :data:`online_gmm.model_spec.PARAMETERS` (also checked there without scikit-learn)
-    _parameter_constraints: dict = {name: [_sklearn_constraint(c) for c in constraints]
+    _parameter_constraints: dict = {name: [sklearn_constraint(c) for c in constraints]
                                     for name, (_, constraints) in PARAMETERS.items()}
 
     def __init__(self, n_components: int = _D["n_components"], *,
@@ -243,23 +241,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
             X = to_numpy(X)
         return self._validate_X(X, reset=False)
 
-    @staticmethod
-    def _validate_weight(sample_weight, n: int) -> np.ndarray | None:
-        if sample_weight is None:
-            return None
-        if isinstance(sample_weight, numbers.Number):
-            w = np.full(n, float(sample_weight))
-        else:
-            w = np.asarray(sample_weight, dtype=np.float64)
-        if w.shape != (n,):
-            raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
-        if not np.all(np.isfinite(w)):
-            raise ValueError("sample_weight contains NaN or infinity")
-        if np.any(w < 0):
-            raise ValueError(f"sample_weight must be >= 0, got a minimum of {float(w.min())!r}")
-        if w.sum() <= 0:
-            raise ValueError("sample_weight: all weights are zero; their sum must be positive")
-        return w
+    _validate_weight = staticmethod(validate_weight)
 
     # ================================================================== fitting
     def fit(self, X, y=None, sample_weight=None) -> "OnlineGaussianMixture":
@@ -301,11 +283,11 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         w = self._validate_weight(sample_weight, n)
         _, refused = screen_extreme(X, np.arange(n, dtype=np.int64))
         if refused:
-            raise ValueError(_rows_message("fit", refused, 0))
+            raise ValueError(rows_message("fit", refused, 0))
         weights_init, means_init, precisions_init = self._inits(d)
         rng = check_random_state(self.random_state)
 
-        printer = _VerbosePrinter(self.verbose, self.verbose_interval) if self.verbose else None
+        printer = VerbosePrinter(self.verbose, self.verbose_interval) if self.verbose else None
         start = self._params_ if not do_init else None
         result = fit_em(X, n_components=self.n_components, covariance_type=self.covariance_type,
                         init_params=self.init_params, n_init=self.n_init, rng=rng,
@@ -389,9 +371,9 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         try:
             dropped = online.update(X, w, ids=ids, screened=within)
         except RefusedRecordsError as err:
-            raise ValueError(_rows_message("partial_fit", err.refused, base)) from None
+            raise ValueError(rows_message("partial_fit", err.refused, base)) from None
         if dropped:
-            warnings.warn(_rows_message("partial_fit", dropped, base, dropped=True), UserWarning,
+            warnings.warn(rows_message("partial_fit", dropped, base, dropped=True), UserWarning,
                           stacklevel=2)
         if first:
             self._online = online
@@ -643,60 +625,3 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         model._validate_params()
         total = stats.total_weight
         return model._from_state(stats.copy(), t=total, n_seen=int(round(total)), weight_seen=total)
-
-
-class _VerbosePrinter:
-    """``fit``'s progress lines, as :class:`sklearn.mixture.GaussianMixture` prints them.
-
-    ``verbose=1``: "Initialization <i>", "  Iteration <n>" every ``verbose_interval`` iterations and
-    "Initialization converged." (or "did not converge."); ``verbose>=2`` adds the time since the last
-    line, the change of the lower bound and the final lower bound.
-    """
-
-    def __init__(self, verbose: int, interval: int) -> None:
-        self.verbose = int(verbose)
-        self.interval = int(interval)
-        self._t_init = self._t_iter = 0.0
-
-    def init(self, init: int, result) -> None:
-        now = time.perf_counter()
-        if result is None:
-            print(f"Initialization {init}")
-            self._t_init = self._t_iter = now
-            return
-        msg = "converged" if result.converged else "did not converge"
-        if self.verbose >= 2:
-            print(f"Initialization {msg}. time lapse {now - self._t_init:.5f}s\t lower bound "
-                  f"{result.lower_bound:.5f}.")
-        else:
-            print(f"Initialization {msg}.")
-
-    def iteration(self, init: int, n_iter: int, lower_bound: float, change: float) -> None:
-        if n_iter % self.interval:
-            return
-        if self.verbose >= 2:
-            now = time.perf_counter()
-            print(f"  Iteration {n_iter}\t time lapse {now - self._t_iter:.5f}s\t ll change "
-                  f"{change:.5f}")
-            self._t_iter = now
-        else:
-            print(f"  Iteration {n_iter}")
-
-
-def _rows_message(method: str, refused: list, base: int, *, dropped: bool = False) -> str:
-    """A message naming the rows of ``X`` (ids ``base + row``) and earlier records that were refused."""
-    rows = sorted(i - base for i, _ in refused if i >= base)
-    earlier = sorted(i for i, _ in refused if i < base)
-    parts = []
-    if rows:
-        parts.append(f"rows {rows} of X")
-    if earlier:
-        parts.append(f"records {earlier} of earlier calls (counting from the first record learned)")
-    why = "; ".join(f"{'row ' + str(i - base) if i >= base else 'record ' + str(i)}: {r}"
-                    for i, r in refused[:5])
-    more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
-    if dropped:
-        return (f"{method}: {' and '.join(parts)} were dropped from the warm-up buffer: they would "
-                f"make the warm-up fit ill-defined ({why}{more})")
-    return (f"{method}: {' and '.join(parts)} cannot be learned, and the model was left unchanged "
-            f"({why}{more}). Remove them and call {method} again.")

@@ -45,8 +45,11 @@ def test_iris_asked_after_every_batch_has_a_model_from_the_first_batch_on():
         X_train, X_test = train_test_split(X, test_size=0.3, random_state=split)
         reference = GaussianMixture(3, random_state=0).fit(X_train).score(X_test)
         scores = []
-        model = _one_pass(OnlineGaussianMixture(3, random_state=0), X_train, 10,
-                          ask=lambda m: scores.append(m.score(X_test)))
+
+        def ask(model, scores=scores, X_test=X_test):
+            scores.append(model.score(X_test))
+
+        _one_pass(OnlineGaussianMixture(3, random_state=0), X_train, 10, ask=ask)
         assert len(scores) == -(-len(X_train) // 10) and np.isfinite(scores).all()
         gaps.append(scores[-1] - reference)
     # the provisional fit is refined from the last fresh fit between fits (one per 25% of growth):
@@ -236,6 +239,7 @@ def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name
             assert fitted.score(X_xp) == pytest.approx(ref.score(X), rel=1e-12)
         sample, labels = model.sample(5)
         assert get_namespace(sample)[0] is get_namespace(X_xp)[0]
+        assert get_namespace(labels)[0] is get_namespace(X_xp)[0]
         with pytest.raises(ValueError, match="must use the same namespace"):
             model.predict(X)
 
