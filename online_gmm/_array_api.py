@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Space", "check_same_space", "dispatch_enabled", "space_of", "to_numpy", "to_space"]
+__all__ = ["Space", "check_same_space", "dispatch_enabled", "space_of", "space_of_array", "to_numpy",
+           "to_space"]
 
 #: the init_params scikit-learn allows under array API dispatch
 DISPATCH_INITS = ("random", "random_from_data")
@@ -51,6 +52,17 @@ def space_of(X: Any) -> Space | None:
 
     xp, _, device = get_namespace_and_device(X)
     return None if _is_numpy_namespace(xp) else Space(xp, device)
+
+
+def space_of_array(a: Any) -> Space | None:
+    """The namespace and device of a non-NumPy array whatever the dispatch setting (a fitted
+    attribute, when a pickled model is loaded: namespaces are modules, which do not pickle)."""
+    if _plain(a):
+        return None
+    from sklearn.externals import array_api_compat
+
+    xp = array_api_compat.array_namespace(a)
+    return None if array_api_compat.is_numpy_namespace(xp) else Space(xp, array_api_compat.device(a))
 
 
 def to_numpy(a: Any) -> Any:

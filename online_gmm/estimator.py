@@ -16,6 +16,7 @@ from online_gmm._array_api import (
     check_same_space,
     dispatch_enabled,
     space_of,
+    space_of_array,
     to_numpy,
     to_space,
 )
@@ -430,6 +431,18 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
             a = a.astype(dtype)
         space = self.__dict__.get("_space")
         return a if space is None else to_space(a, space)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        if state.get("_space") is not None:
+            # a namespace is a module, which does not pickle: found again from means_ on load
+            state = dict(state, _space=True)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if self.__dict__.get("_space") is True:
+            self._space = space_of_array(self.__dict__.get("means_"))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -242,6 +242,11 @@ def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name
         assert get_namespace(labels)[0] is get_namespace(X_xp)[0]
         with pytest.raises(ValueError, match="must use the same namespace"):
             model.predict(X)
+        # the namespace (a module) is not pickled, and is found again on load
+        loaded = pickle.loads(pickle.dumps(model))
+        assert get_namespace(loaded.predict(X_xp))[0] is get_namespace(X_xp)[0]
+        np.testing.assert_array_equal(move_to(loaded.predict_proba(X_xp), xp=np, device="cpu"),
+                                      move_to(model.predict_proba(X_xp), xp=np, device="cpu"))
 
 
 def test_array_api_dispatch_refuses_the_k_means_starts():
