@@ -243,7 +243,8 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
     result: dict[str, Any] = {"status": status, "records": consumed, "rejected": len(rejects),
                               "good": 0, "learned": 0, "anomalies": 0, "scored": 0, "stats": None,
                               "ll": 0.0, "threshold": None, "sample": None, "rows": None,
-                              "row_ids": None}
+                              "row_ids": None, "reasons": [r.reason for r in rejects], "refused": 0,
+                              "loglik": (0, 0.0, 0, 0.0), "flagged_rows": None}
     n = X.shape[0]
     if n:
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -288,6 +289,14 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
                 out = (out[0][keep], out[1][keep])
         result["good"] = X.shape[0]
         result["anomalies"] = int(flags.sum())
+        result["refused"] = n - X.shape[0]
+        if out is not None:                   # for the job's timeline and metrics
+            finite = np.isfinite(out[1])
+            kept = finite & ~flags
+            result["loglik"] = (int(finite.sum()), float(out[1][finite].sum()), int(kept.sum()),
+                                float(out[1][kept].sum()))
+        if flags.any():
+            result["flagged_rows"] = X[flags][-state.get("max_flagged", 300):]
         # the refit sample: neither flagged nor refused (the one-process rule)
         clean = ~flags
         prio = priorities(state["seed"], spec["index"], int(start["scored"]), n)[keep][clean]
@@ -304,6 +313,8 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
         dead.write_rejects(late + rejects, position)
     for sink in h.sinks.values():
         sink.flush()                          # durable before the coordinator can checkpoint it
+    lag = getattr(h.source, "lag", None)
+    result["lag"] = lag() if lag is not None else None
     result["source"] = h.source.position()
     result["sinks"] = {name: sink.position() for name, sink in h.sinks.items()}
     result["seconds"] = time.perf_counter() - t0

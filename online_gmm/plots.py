@@ -242,7 +242,9 @@ def draw_pairs(fig: Any, view: ModelView) -> None:
     d = view.n_features
     if d > MAX_PAIR_FEATURES:
         raise ValueError(f"the pairwise grid is drawn for at most {MAX_PAIR_FEATURES} features, got {d}")
-    axes = np.atleast_2d(fig.subplots(d, d, squeeze=False))
+    # spacing set here, no layout engine: a grid of up to 36 small axes costs seconds to lay out
+    axes = fig.subplots(d, d, squeeze=False, gridspec_kw={
+        "left": 0.1, "right": 0.98, "bottom": 0.08, "top": 0.9, "wspace": 0.08, "hspace": 0.08})
     spans = 2.0 * np.sqrt(np.maximum(np.diagonal(view.covariances, axis1=1, axis2=2), 0.0))
     lo, hi = _limits(view.sample, view.means, spans)
     names = view.feature_names
@@ -280,7 +282,8 @@ def draw_pairs(fig: Any, view: ModelView) -> None:
             elif j > 0:
                 ax.set_yticklabels([])
     handles = _legend_handles(view)
-    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.98, 0.86), fontsize=8,
+               frameon=False)       # in the empty upper triangle
     fig.suptitle("Every pair of features (diagonal: histogram of the sample, lines: component means)",
                  fontsize=10)
 
@@ -321,15 +324,18 @@ def draw_k(ax_k: Any, ax_gap: Any, view: ModelView) -> None:
         if pts:
             gx, gy = zip(*pts)
             width = 0.6 * (min(np.diff(gx)) if len(gx) > 1 else max(gx[0], 1.0))
-            ax_gap.bar(gx, gy, width=width, color="0.35", label="margin at a refit")
+            ax_gap.bar(gx, gy, width=width, color="0.35")
             ax_gap.set_yscale("symlog", linthresh=10.0)
-            ax_gap.axhline(10.0, color=_ANOMALY, ls=":", lw=1.2, label="10: below, a weak preference")
+            ax_gap.axhline(10.0, color=_ANOMALY, ls=":", lw=1.2)
+            ax_gap.annotate("below 10: a weak preference", xy=(0.995, 10.0),
+                            xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+                            ha="right", fontsize=7, color=_ANOMALY,
+                            bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
             ax_gap.set_ylim(0, max(100.0, 3 * max(gy)))
-            ax_gap.legend(loc="lower right", fontsize=7, framealpha=0.9)
     else:
         ax_gap.text(0.5, 0.5, "no refit yet", ha="center", va="center", transform=ax_gap.transAxes)
     crit = (view.bic_rows[-1].get("criterion", "bic") if view.bic_rows else "bic").upper()
-    ax_k.set_ylabel("number of components K", fontsize=9)
+    ax_k.set_ylabel("components K", fontsize=8)
     ax_k.yaxis.get_major_locator().set_params(integer=True)
     if ax_k.has_data():
         lo, hi = ax_k.get_ylim()
@@ -337,7 +343,7 @@ def draw_k(ax_k: Any, ax_gap: Any, view: ModelView) -> None:
     ax_k.set_title(f"K chosen over the stream, and how clearly {crit} chose it", fontsize=10)
     if ax_k.has_data():
         ax_k.legend(loc="best", fontsize=8)
-    ax_gap.set_ylabel(f"{crit} margin over\nthe runner-up K", fontsize=9)
+    ax_gap.set_ylabel(f"{crit} margin\nover runner-up", fontsize=8)
     ax_gap.set_xlabel("good records seen")
 
 
@@ -361,11 +367,11 @@ def draw_timeline(ax_rate: Any, ax_ll: Any, view: ModelView) -> None:
     if view.quantile is not None:
         ax_rate.axhline(100 * (1 - view.quantile), color="0.4", ls="--", lw=1,
                         label=f"expected by construction ({1 - view.quantile:.0%})")
-    ax_rate.set_ylabel("flagged, % of good records", fontsize=9)
+    ax_rate.set_ylabel("flagged (% of\ngood records)", fontsize=8)
     ax_rate.set_title("Anomaly rate and mean log-likelihood over the stream", fontsize=10)
     if xs:
         ax_rate.legend(loc="best", fontsize=8)
-    ax_ll.set_ylabel("mean log p(x)", fontsize=9)
+    ax_ll.set_ylabel("mean log p(x)", fontsize=8)
     ax_ll.set_xlabel("good records seen")
 
 
@@ -374,11 +380,13 @@ def overview_figure(view: ModelView) -> Any:
     import matplotlib.pyplot as plt
 
     pairs = view.n_features <= MAX_PAIR_FEATURES and view.n_features >= 2
-    fig = plt.figure(figsize=(15, 13.5 if pairs else 6.5), layout="constrained")
+    fig = plt.figure(figsize=(15, 14 if pairs else 7))   # margins set by hand: no layout engine
     top, bottom = (fig.subfigures(2, 1, height_ratios=[1, 1.05]) if pairs else (fig, None))
     left, right = top.subfigures(1, 2, width_ratios=[1.1, 1])
-    draw_plane(left.subplots(), view)
-    axes = right.subplots(4, 1, sharex=True, height_ratios=[1.3, 0.8, 1, 1])
+    draw_plane(left.subplots(gridspec_kw={"left": 0.09, "right": 0.97, "bottom": 0.1, "top": 0.86}), view)
+    axes = right.subplots(4, 1, sharex=True, gridspec_kw={
+        "height_ratios": [1.3, 0.8, 1, 1], "left": 0.13, "right": 0.97, "bottom": 0.08, "top": 0.86,
+        "hspace": 0.55})
     draw_k(axes[0], axes[1], view)
     axes[1].set_xlabel("")
     draw_timeline(axes[2], axes[3], view)

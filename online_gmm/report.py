@@ -51,6 +51,9 @@ def load_view(checkpoint: str | Path) -> tuple[ModelView, dict[str, Any]]:
     sample = np.empty((0, d))
     if parts.get("reservoir") and parts["reservoir"][1] is not None:
         sample = Reservoir.from_arrays(*parts["reservoir"]).data().reshape(-1, d)
+    elif parts.get("sample"):                      # a scaled-out job's bottom-k sample
+        from online_gmm._bottomk import BottomK
+        sample = BottomK.from_arrays(*parts["sample"]).data().reshape(-1, d)
     timeline = Timeline.from_state(meta.get("timeline"))
     flagged = np.asarray(timeline.flagged, dtype=np.float64).reshape(-1, d)
     columns = timeline.columns()

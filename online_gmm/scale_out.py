@@ -52,6 +52,7 @@ from online_gmm.model_spec import ModelSpec, check_random_state
 from online_gmm.pipeline import RunSummary, fingerprint
 from online_gmm.refit import BICHistory, refit
 from online_gmm.threshold import NLLThreshold
+from online_gmm.timeline import Timeline
 
 __all__ = ["ScaleOutPipeline", "partitions_of", "partition_path"]
 
@@ -157,6 +158,12 @@ class ScaleOutPipeline:
             f"{fingerprint(cfg)}:scale-out:{self.round_size}".encode()).hexdigest()[:16]
         self.job = uuid.uuid4().hex[:12]
         self.timings: list[dict[str, float]] = []   # per round: wall, busiest worker, merge
+        self.timeline = Timeline()
+        #: callables ``(event, fields)`` told of every round ("batch"), refit, checkpoint and resume,
+        #: with the fields :class:`~online_gmm.pipeline.Pipeline` gives them (metrics, JSON logs)
+        self.observers: list[Callable[[str, dict[str, Any]], None]] = []
+        #: the consumer lag of every partition at its last round (``source.lag()``, for the metrics)
+        self.source = _PartitionLags()
         self.store = CheckpointStore(ck["directory"], keep=ck["keep"]) if ck["directory"] else None
         if self.store is not None:
             self.store.lock()
@@ -316,9 +323,21 @@ class ScaleOutPipeline:
     # ------------------------------------------------------------------------------ the merge
     def _merge(self, active: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
         s = self.summary
+        t0 = time.perf_counter()
+        before = (s.records, s.good, s.rejected, s.anomalies, s.learned)
         merged, ll, learned, good = None, 0.0, 0, 0
         warm: list[tuple[int, np.ndarray, np.ndarray]] = []
+        loglik = np.zeros(4)
+        reasons: list[str] = []
+        refused = 0
         for p, r in zip(active, results):          # partition order: the merge is deterministic
+            loglik += r["loglik"]
+            reasons += r["reasons"]
+            refused += r["refused"]
+            if r["flagged_rows"] is not None:
+                self.timeline.add_flagged(r["flagged_rows"])
+            if r["lag"] is not None:
+                self.source.update(r["lag"])
             s.records += r["records"]
             s.good += r["good"]
             s.rejected += r["rejected"]
@@ -354,6 +373,8 @@ class ScaleOutPipeline:
                               RuntimeWarning, stacklevel=2)
         if self._online is not None and self._online.initialised:
             s.n_components = self._online.n_components
+        self._after_round(before, loglik, reasons, refused, max(r["seconds"] for r in results)
+                          + time.perf_counter() - t0)
         self._since_refit += good
         self._since_checkpoint += good
         if (self.refit_every and self._since_refit >= self.refit_every and self._online is not None
@@ -365,6 +386,30 @@ class ScaleOutPipeline:
                 self._since_refit = 0
         if self.store is not None and self._since_checkpoint >= self.checkpoint_every:
             self.checkpoint()
+
+    def _after_round(self, before: tuple[int, ...], loglik: np.ndarray, reasons: list[str], refused: int,
+                     seconds: float) -> None:
+        """Count the round in the timeline and tell the observers, as one batch of the pipeline."""
+        s = self.summary
+        read, good, rejected, flagged, learned = (s.records - before[0], s.good - before[1],
+                                                  s.rejected - before[2], s.anomalies - before[3],
+                                                  s.learned - before[4])
+        threshold = float(self.anomaly.threshold_) if self.anomaly.active_ else None
+        scored, sum_ll, scored_kept, sum_ll_kept = int(loglik[0]), float(loglik[1]), int(loglik[2]), \
+            float(loglik[3])
+        self.timeline.add_batch(records=read, good=good, rejected=rejected, flagged=flagged,
+                                scored=scored, sum_loglik=sum_ll, scored_kept=scored_kept,
+                                sum_loglik_kept=sum_ll_kept, k=s.n_components, threshold=threshold,
+                                records_end=s.records, good_end=s.good, seconds=seconds, time=time.time())
+        self._notify("batch", {"records": read, "good": good, "rejected": rejected, "flagged": flagged,
+                               "learned": learned, "reasons": reasons, "refused": refused,
+                               "scored": scored, "mean_loglik": sum_ll / scored if scored else None,
+                               "threshold": threshold, "n_components": s.n_components,
+                               "seconds": seconds})
+
+    def _notify(self, event: str, fields: dict[str, Any]) -> None:
+        for observer in self.observers:
+            observer(event, fields)
 
     def _warm_up(self, warm: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         """The warm-up's rows go through the core's own warm-up buffer (and fit), in partition order."""
@@ -402,9 +447,11 @@ class ScaleOutPipeline:
         self._labels = np.asarray(result.matching.labels)
         self._next_label = int(result.matching.next_label)
         self.history.append(result.row)
+        self.timeline.add_refit(self.history.rows[-1])
         self.summary.refits += 1
         self.summary.n_components = online.n_components
         self._since_refit = 0
+        self._notify("refit", {"row": self.history.rows[-1]})
         return result.row
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -427,6 +474,7 @@ class ScaleOutPipeline:
                              if isinstance(v, (int, float, str, bool, type(None)))},
             "anomaly": self.anomaly.to_state(),
             "feature_names": self.cfg["source"]["fields"] or self.cfg["source"]["columns"],
+            "timeline": self.timeline.to_state(),
         }
         parts: dict[str, Any] = {"sample": self.sample.to_arrays(), "history": self.history.to_arrays()}
         if online is not None:
@@ -441,11 +489,12 @@ class ScaleOutPipeline:
         self.summary.checkpoints += 1
         try:
             arrays, meta = self._state()
-            self.store.save(arrays, meta)
+            path = self.store.save(arrays, meta)
         except BaseException:
             self.summary.checkpoints -= 1
             raise
         self._since_checkpoint = 0
+        self._notify("checkpoint", {"path": str(path), "counters": meta["counters"]})
 
     def resume(self) -> bool:
         """Load the newest checkpoint (or record a fresh start); False if there was none."""
@@ -486,8 +535,11 @@ class ScaleOutPipeline:
         self.sample = BottomK.from_arrays(*parts["sample"])
         self.history = BICHistory.from_arrays(*parts["history"])
         self.anomaly = NLLThreshold.from_state(meta["anomaly"])
+        self.timeline = Timeline.from_state(meta.get("timeline"))
         self.summary.resumed_from = str(path)
         self.summary.n_components = meta["n_components"]
+        self._notify("resume", {"path": str(path), "counters": dict(meta["counters"]),
+                                "n_components": meta["n_components"]})
         return True
 
     def _fresh_start(self) -> None:
@@ -528,3 +580,18 @@ class ScaleOutPipeline:
         finally:
             if self.store is not None:
                 self.store.unlock()
+
+
+class _PartitionLags:
+    """The consumer lag of each Kafka partition as its last round's task saw it (the coordinator
+    reads no partition itself)."""
+
+    def __init__(self) -> None:
+        self._lag: dict[tuple[str, int], int] = {}
+
+    def update(self, lag: dict[tuple[str, int], int]) -> None:
+        self._lag.update({(str(t), int(p)): int(n) for (t, p), n in lag.items()})
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """``{(topic, partition): records behind the partition's end}``."""
+        return dict(self._lag)

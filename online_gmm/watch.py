@@ -20,10 +20,45 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:  # pragma: no cover
     from online_gmm.pipeline import Pipeline, RunSummary
 
-__all__ = ["Watch", "public_config", "LOG_FORMATS"]
+__all__ = ["Watch", "WatchError", "attach", "public_config", "LOG_FORMATS"]
 
 LOG_FORMATS = ("human", "json")
 _SECRET = re.compile(r"pass|secret|token|credential|sasl|key|auth|cert", re.IGNORECASE)
+
+
+class WatchError(ValueError):
+    """Metrics or logs cannot be set up as asked (a missing library, a port that cannot be bound);
+    the message says what to do."""
+
+
+def attach(pipe: Pipeline, cfg: Mapping[str, Any], *, config_path: str | None, port: int | None,
+           address: str | None, log_format: str) -> "Watch":
+    """A started :class:`Watch` for ``pipe``: metrics when a port is given (``port``, else
+    ``[metrics] port``), JSON logs with ``log_format='json'``.
+
+    Raises
+    ------
+    WatchError
+        prometheus-client is missing, the port cannot be bound, or the pipeline takes no observers.
+    """
+    port = port if port is not None else cfg.get("metrics", {}).get("port")
+    address = address or cfg.get("metrics", {}).get("address") or "127.0.0.1"
+    watch = None
+    try:
+        metrics = None
+        if port is not None:
+            from online_gmm.metrics import JobMetrics
+            metrics = JobMetrics()
+        watch = Watch(pipe, metrics, log_format=log_format)
+        watch.start(cfg, config_path=config_path, metrics_port=port, metrics_address=address)
+        return watch
+    except (ImportError, OSError, ValueError) as exc:
+        if watch is not None:
+            watch.close()
+        if isinstance(exc, OSError) and not isinstance(exc, ImportError):
+            raise WatchError(f"cannot serve metrics on {address}:{port}: "
+                             f"{exc.strerror or exc}") from None
+        raise WatchError(str(exc)) from None
 
 
 def public_config(cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -116,8 +116,10 @@ path = "out/dead.jsonl"
     return path
 
 
-def _run(tmp: Path, client, **kw):
+def _run(tmp: Path, client, observer=None, **kw):
     job = ScaleOutPipeline(load_config(tmp / "job.toml"), client=client)
+    if observer is not None:
+        job.observers.append(observer)
     try:
         return job.run(**kw), job
     finally:
@@ -149,7 +151,9 @@ def reference(tmp_path_factory, client, stream):
     servers, topic, truth = stream
     tmp = tmp_path_factory.mktemp("reference")
     _config(tmp, servers, topic)
-    summary, job = _run(tmp, client)
+    events = []
+    summary, job = _run(tmp, client, observer=lambda event, fields: events.append((event, fields)))
+    job.events = events
     return tmp, summary, job, truth
 
 
@@ -200,6 +204,28 @@ def test_every_record_is_counted_once(reference, stream):
     _, meta = _final(tmp)
     assert meta["parts"]["parts"]["model"]["n_seen"] == summary.learned == N - n_bad
     assert summary.refits == 1 and summary.extra["skipped_updates"] == 0
+
+
+def test_observers_metrics_and_report_see_the_whole_job(reference):
+    """The events the metrics and JSON logs are built from, one "batch" per round, add up to the
+    job's counters; the lag of every partition is known; the report reads the checkpoint."""
+    from online_gmm.report import load_view
+    tmp, summary, job, _ = reference
+    batches = [f for e, f in job.events if e == "batch"]
+    assert len(batches) == summary.extra["rounds"]
+    for key, counter in (("records", "records"), ("good", "good"), ("rejected", "rejected"),
+                         ("flagged", "anomalies"), ("learned", "learned")):
+        assert sum(b[key] for b in batches) == getattr(summary, counter), key
+    assert sum(len(b["reasons"]) + b["refused"] for b in batches) == summary.rejected
+    assert [e for e, _ in job.events].count("refit") == summary.refits
+    assert [e for e, _ in job.events].count("checkpoint") == summary.checkpoints
+    assert sorted(job.source.lag()) == [(job.parts[0]["identity"].split(":")[1].split("/")[0], p)
+                                        for p in range(PARTITIONS)]
+    assert all(n == 0 for n in job.source.lag().values())      # read to the end
+    view, meta = load_view(tmp / "ck")
+    # what the report draws (drawing itself is tested with the one-process job's report)
+    assert len(view.sample) == 1000 and sum(meta["timeline"]["entries"]["records"]) == N
+    assert len(view.flagged) == min(summary.anomalies, 300)
 
 
 def test_the_model_is_close_to_a_one_process_run(reference):
@@ -278,7 +304,7 @@ def test_a_killed_coordinator_resumes_with_nothing_lost_or_doubled(reference, cl
     tmp = reference[0].parent / (reference[0].name + "-coordinator-kill")
     cfg = _config(tmp, servers, topic)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "online_gmm.cli", "run", "--config", str(cfg), "--quiet"]
+    cmd = [sys.executable, "-m", "online_gmm.cli", "run", "--config", str(cfg), "--log-format", "json"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     ck = tmp / "ck"
@@ -287,7 +313,9 @@ def test_a_killed_coordinator_resumes_with_nothing_lost_or_doubled(reference, cl
         time.sleep(0.01)
     assert proc.poll() is None, "the job finished before it could be killed: " + proc.stderr.read().decode()
     os.killpg(proc.pid, signal.SIGKILL)       # the coordinator and its local workers, all at once
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    logged = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+    assert logged and logged[0]["event"] == "start"
     _, meta = _final(tmp)
     assert meta["counters"]["records"] < N
     summary, _ = _run(tmp, client)         # resumed on the module's cluster (saves a start-up)
