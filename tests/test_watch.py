@@ -237,7 +237,8 @@ def test_report_of_the_watched_job(watched_run, tmp_path):
 
 
 def test_metrics_mistakes_are_one_line(tmp_path):
-    """A port already taken, or no prometheus-client: one line and exit status 2, no traceback."""
+    """A port already taken, or no prometheus-client: one line and exit status 2, no traceback, no
+    output left behind; then the same job with a free port names its metrics address and runs."""
     import socket
     import subprocess
     import sys
@@ -262,7 +263,13 @@ def test_metrics_mistakes_are_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         'Error: metrics need prometheus-client: pip install "online-gmm[metrics]"']
-    assert not (tmp_path / "s.jsonl").exists()
+    assert not (tmp_path / "s.jsonl").exists() and not (tmp_path / "ck").exists()
+    # the human format names the address on stderr (port 0: a free port), then the job runs as usual
+    proc = run_cli("run", "--config", str(cfg), "--metrics-port", "0", "--quiet")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert re.fullmatch(r"metrics: http://127\.0\.0\.1:\d+/metrics", err.decode().splitlines()[0])
+    assert out.decode().startswith("records 50 ")
 
 
 def test_kafka_consumer_lag_per_partition(kafka_broker, kafka_topic):
