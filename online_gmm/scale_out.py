@@ -31,20 +31,19 @@ re-seeding of a collapsed component (it needs the batch's records, which stay on
 
 from __future__ import annotations
 
-import glob as _glob
 import hashlib
 import signal
 import threading
 import time
 import uuid
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from online_gmm._bottomk import BottomK
 from online_gmm._online import rng_state_from_json, rng_state_to_json
+from online_gmm._partitions import PartitionLags, partition_path, partitions_of
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm._worker import ROW_ID_BITS, close_job, partition_round
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
@@ -54,51 +53,9 @@ from online_gmm.refit import BICHistory, refit
 from online_gmm.threshold import NLLThreshold
 from online_gmm.timeline import Timeline
 
-__all__ = ["ScaleOutPipeline", "partitions_of", "partition_path"]
+__all__ = ["ScaleOutPipeline", "partitions_of", "partition_path"]  # the last two from _partitions
 
 _STATE_VERSION = "scale-out-1"
-
-
-def partition_path(path: str, tag: str) -> str:
-    """A partition's own output path: ``out/scores.jsonl`` -> ``out/scores.part-0003.jsonl``.
-
-    >>> partition_path("out/scores.jsonl", "part-0003")
-    'out/scores.part-0003.jsonl'
-    >>> partition_path("out/scores", "part-0000")
-    'out/scores.part-0000'
-    """
-    p = Path(path)
-    if p.suffix:
-        return str(p.with_name(f"{p.stem}.{tag}{p.suffix}"))
-    return str(p.with_name(f"{p.name}.{tag}"))
-
-
-def partitions_of(source_cfg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The partitions of a ``[source]`` table: ``[(identity, source table of the partition)]``.
-
-    Kafka: every partition of every topic (read without a group); files: every file the paths or
-    globs name, in order.
-    """
-    if source_cfg["type"] == "kafka":
-        from connectors.decoders import JSONDecoder
-        from connectors.kafka import KafkaSource
-        probe = KafkaSource(source_cfg["topics"], source_cfg["bootstrap_servers"], None,
-                            JSONDecoder(source_cfg["fields"]), client=source_cfg["client"],
-                            partitions=source_cfg.get("partitions"), **dict(source_cfg["settings"]))
-        try:
-            owned = sorted(probe.assignment())
-        finally:
-            probe.close()
-        return [(f"kafka:{topic}/{part}", {**source_cfg, "topics": [topic], "group_id": None,
-                                            "partitions": [part]}) for topic, part in owned]
-    paths = source_cfg["path"] if isinstance(source_cfg["path"], list) else [source_cfg["path"]]
-    files: list[str] = []
-    for p in paths:
-        found = sorted(_glob.glob(p)) if _glob.has_magic(p) else [p]
-        files += [f for f in found if f not in files]
-    if not files:
-        raise ValueError(f"[source] path {source_cfg['path']!r} names no file")
-    return [(f"file:{f}", {**source_cfg, "path": f}) for f in files]
 
 
 class ScaleOutPipeline:
@@ -163,7 +120,7 @@ class ScaleOutPipeline:
         #: with the fields :class:`~online_gmm.pipeline.Pipeline` gives them (metrics, JSON logs)
         self.observers: list[Callable[[str, dict[str, Any]], None]] = []
         #: the consumer lag of every partition at its last round (``source.lag()``, for the metrics)
-        self.source = _PartitionLags()
+        self.source = PartitionLags()
         self.store = CheckpointStore(ck["directory"], keep=ck["keep"]) if ck["directory"] else None
         if self.store is not None:
             self.store.lock()
@@ -581,17 +538,3 @@ class ScaleOutPipeline:
             if self.store is not None:
                 self.store.unlock()
 
-
-class _PartitionLags:
-    """The consumer lag of each Kafka partition as its last round's task saw it (the coordinator
-    reads no partition itself)."""
-
-    def __init__(self) -> None:
-        self._lag: dict[tuple[str, int], int] = {}
-
-    def update(self, lag: dict[tuple[str, int], int]) -> None:
-        self._lag.update({(str(t), int(p)): int(n) for (t, p), n in lag.items()})
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        """``{(topic, partition): records behind the partition's end}``."""
-        return dict(self._lag)
