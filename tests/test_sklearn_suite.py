@@ -63,10 +63,12 @@ EXCLUDED = {
 
 
 def _load_suite():
-    spec = importlib.util.find_spec("sklearn.mixture.tests.test_gaussian_mixture")
-    if spec is None:                                                   # pragma: no cover
+    found = importlib.util.find_spec("sklearn.mixture.tests.test_gaussian_mixture")
+    if found is None or found.origin is None:                          # pragma: no cover
         pytest.skip("scikit-learn's test_gaussian_mixture.py is not installed", allow_module_level=True)
-    spec.name = "_sklearn_test_gaussian_mixture_online"
+    # a module of its own name, from the same file: scikit-learn's copy is not touched
+    spec = importlib.util.spec_from_file_location("_sklearn_test_gaussian_mixture_online",
+                                                  found.origin)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
