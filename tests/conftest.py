@@ -17,10 +17,6 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-
-# scikit-learn's array API dispatch (tests/test_sklearn_suite.py, check_array_api_input) requires
-# it, and scipy reads it when first imported: set before anything imports scipy.
-os.environ.setdefault("SCIPY_ARRAY_API", "1")
 from typing import Callable, Iterator
 
 import pytest

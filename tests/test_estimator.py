@@ -126,9 +126,12 @@ def test_sklearn_compatible_estimator(estimator, check):
 @parametrize_with_checks([OnlineGaussianMixture(n_components=2, init_params="random_from_data",
                                                 max_iter=5, n_init=2, warm_up=20)],
                          expected_failed_checks=_expected_failures)
-def test_sklearn_array_api_checks(estimator, check):
+def test_sklearn_array_api_checks(estimator, check, monkeypatch):
     if not _check_name(check).startswith("check_array_api"):
         pytest.skip("run by test_sklearn_compatible_estimator (default parameters)")
+    # scikit-learn turns array API dispatch on only with it set (the estimator gives scipy NumPy
+    # arrays only: scipy's own mode, read at its import, is not needed)
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
     check(estimator)
 
 

@@ -9,7 +9,10 @@ the fixtures its conftest would give them: ``global_dtype`` always runs float32 
 (what ``SKLEARN_RUN_FLOAT32_TESTS=1`` does there) and ``global_random_seed`` is scikit-learn's default
 (``SKLEARN_TESTS_GLOBAL_RANDOM_SEED`` overrides it, as there). The array API tests run on
 ``array_api_strict`` (the test extra) and on PyTorch, CPU and CUDA, where PyTorch is installed
-(scikit-learn's own skip says so where it is not); ``tests/conftest.py`` sets ``SCIPY_ARRAY_API=1``.
+(scikit-learn's own skip says so where it is not). scikit-learn refuses to turn its array API
+dispatch on unless ``SCIPY_ARRAY_API=1``; :func:`scipy_array_api` sets it for these tests only
+(scipy's own array API mode, read when scipy is first imported, is not needed: the estimator hands
+scipy NumPy arrays only).
 
 Every test of that file runs but those in :data:`EXCLUDED`, each with its reason: tests of
 scikit-learn's private helpers, which never touch the estimator, and tests of the exact wording of
@@ -84,6 +87,11 @@ _TESTS = sorted(name for name in vars(_SUITE) if name.startswith("test_"))
 for _name in _TESTS:
     if _name not in EXCLUDED:
         globals()[_name] = getattr(_SUITE, _name)
+
+
+@pytest.fixture(autouse=True)
+def scipy_array_api(monkeypatch):
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
 
 
 @pytest.fixture(params=[np.float32, np.float64])

@@ -205,9 +205,17 @@ def _namespace(xp_name: str, device: str | None):
 _SPACES = [("array_api_strict", None), ("torch", "cpu"), ("torch", "cuda")]
 
 
+@pytest.fixture
+def dispatch_env(monkeypatch):
+    # scikit-learn turns array API dispatch on only with it set (the estimator gives scipy NumPy
+    # arrays only, so scipy's own mode, read at its import, is not needed)
+    monkeypatch.setenv("SCIPY_ARRAY_API", "1")
+
+
 @pytest.mark.parametrize("xp_name, device", _SPACES)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name, device, dtype):
+def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name, device, dtype,
+                                                                         dispatch_env):
     import sklearn
     from sklearn.utils._array_api import device as device_of
     from sklearn.utils._array_api import get_namespace, move_to
@@ -249,7 +257,7 @@ def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name
                                       move_to(model.predict_proba(X_xp), xp=np, device="cpu"))
 
 
-def test_array_api_dispatch_refuses_the_k_means_starts():
+def test_array_api_dispatch_refuses_the_k_means_starts(dispatch_env):
     import sklearn
 
     X = make_blobs(100, n_features=2, centers=3, random_state=0)[0]
