@@ -122,12 +122,13 @@ def write_png(view: ModelView, path: str | Path, *, dpi: int = 90) -> None:
 
 def _svg(name: str, draw: Callable[[Any], None], size: tuple[float, float]) -> str:
     """A figure drawn by ``draw(fig)`` as an inline ``<svg>`` element (its ids salted by ``name``, so
-    several figures in one page never share an id, and the output is reproducible)."""
+    several figures in one page never share an id, and the output is reproducible). No layout
+    engine: ``draw`` sets its margins (a constrained layout doubled the time to draw a page)."""
     plt = _pyplot()
     import matplotlib
 
     with matplotlib.rc_context({"svg.hashsalt": f"online-gmm-{name}", "svg.fonttype": "path"}):
-        fig = plt.figure(figsize=size, layout="constrained")
+        fig = plt.figure(figsize=size)
         try:
             draw(fig)
             buf = io.StringIO()
@@ -143,15 +144,20 @@ def _svg(name: str, draw: Callable[[Any], None], size: tuple[float, float]) -> s
 def _figures(view: ModelView) -> dict[str, str]:
     from online_gmm.plots import draw_k, draw_pairs, draw_plane, draw_timeline
 
+    margins = {"left": 0.13, "right": 0.98, "bottom": 0.12, "top": 0.9, "hspace": 0.3}
+
     def k_panels(fig: Any) -> None:
-        ax_k, ax_gap = fig.subplots(2, 1, sharex=True, height_ratios=[1.4, 1])
+        ax_k, ax_gap = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.4, 1], **margins})
         draw_k(ax_k, ax_gap, view)
 
     def timeline(fig: Any) -> None:
-        ax_rate, ax_ll = fig.subplots(2, 1, sharex=True)
+        ax_rate, ax_ll = fig.subplots(2, 1, sharex=True, gridspec_kw=margins)
         draw_timeline(ax_rate, ax_ll, view)
 
-    figures = {"components": _svg("components", lambda fig: draw_plane(fig.subplots(), view), (7.0, 6.4))}
+    def plane(fig: Any) -> None:
+        draw_plane(fig.subplots(gridspec_kw={"left": 0.1, "right": 0.98, "bottom": 0.09, "top": 0.9}), view)
+
+    figures = {"components": _svg("components", plane, (7.0, 6.4))}
     if 2 <= view.n_features <= MAX_PAIR_FEATURES:
         side = 1.9 * view.n_features + 1.2
         figures["pairs"] = _svg("pairs", lambda fig: draw_pairs(fig, view), (side, side))
@@ -222,7 +228,7 @@ def render_html(view: ModelView, meta: dict[str, Any], *, source: str = "") -> s
              f"feature(s) (at most {MAX_PAIR_FEATURES}, at least 2).</p></section>")
     return _PAGE.format(
         title=html.escape(f"online-gmm report: {view.title()}"), heading=html.escape(view.title()),
-        source=html.escape(source), when=when, style=_STYLE, kpis=kpi_html,
+        source=f" of <code>{html.escape(source)}</code>" if source else "", when=when, style=_STYLE, kpis=kpi_html,
         components_svg=figures["components"], components_table=components, pairs=pairs,
         k_svg=figures["k"], refits=refits, timeline_svg=figures["timeline"], counters=counters,
         config=config_text)
@@ -301,7 +307,7 @@ _PAGE = """<!DOCTYPE html>
 <style>{style}</style>
 </head>
 <body>
-<header><h1>{heading}</h1><p>online-gmm report of <code>{source}</code>, written {when}</p></header>
+<header><h1>{heading}</h1><p>online-gmm report{source}, written {when}</p></header>
 <main>
 <div class="kpis">{kpis}</div>
 <div class="two">
