@@ -141,7 +141,7 @@ def discriminant_directions(weights: np.ndarray, means: np.ndarray,
         wf = within @ first
         proj = np.eye(d) - np.outer(wf, wf) / (wf @ wf)        # removes the part along W v1
         m = proj @ within @ proj.T
-        evals, evecs = np.linalg.eigh(0.5 * (m + m.T))
+        _, evecs = np.linalg.eigh(0.5 * (m + m.T))
         out[:, 1] = evecs[:, -1]
     out /= np.linalg.norm(out, axis=0)
     for j in range(n_dir):
