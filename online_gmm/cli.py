@@ -631,6 +631,9 @@ def _draw(checkpoint: str, out_path: str, kind: str) -> None:
     from online_gmm.checkpoint import CheckpointError
 
     _check_checkpoint_folder(checkpoint)
+    folder = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise Mistake(f"cannot write --out {out_path!r}: {folder!r} is not a writable folder")
     try:
         view, meta = rep.load_view(checkpoint)
     except (CheckpointError, OSError, ValueError, KeyError, TypeError) as exc:

@@ -3,6 +3,8 @@ separating plane, checked against independent references."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,8 @@ from connectors.files import JSONLinesSink, JSONLinesSource
 from online_gmm.anomaly import NLLThreshold
 from online_gmm.checkpoint import CheckpointStore
 from online_gmm.demo import DEMO_FIELDS, write_events
+from online_gmm.logs import LOGGER_NAME, JobLog
+from online_gmm.metrics import JobMetrics
 from online_gmm.model_spec import ModelSpec
 from online_gmm.pipeline import Pipeline
 from online_gmm.plots import discriminant_directions
@@ -38,7 +42,7 @@ def _comparable(t: Timeline) -> dict:
     return state
 
 
-def test_timeline_is_bounded_and_resumes_as_an_uninterrupted_run(tmp_path):
+def test_timeline_is_bounded_and_resumes_as_an_uninterrupted_run(tmp_path, caplog):
     data = tmp_path / "events.jsonl"
     truth = write_events(data, n=4000, seed=11)
     ref = _pipeline(tmp_path, data, "ref")
@@ -61,10 +65,20 @@ def test_timeline_is_bounded_and_resumes_as_an_uninterrupted_run(tmp_path):
     first.run(max_records=1900)
     first.close()
     second = _pipeline(tmp_path, data, "run")
+    metrics, joblog = JobMetrics(second.source), JobLog()
+    second.observers += [metrics, joblog]
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
     second.run()
     second.close()
     assert second.summary.resumed_from is not None
     assert _comparable(second.timeline) == _comparable(ref.timeline)
+    # the resume is an event; metrics count what this process did, from 0
+    events = [(r.event, r.fields) for r in caplog.records if r.name == LOGGER_NAME]
+    assert events[0][0] == "resume" and events[0][1]["counters"]["records"] == first.summary.records
+    assert events[0][1]["path"] == second.summary.resumed_from
+    read = metrics.registry.get_sample_value("online_gmm_records_total", {"status": "read"})
+    assert read == 4000 - first.summary.records
+    assert metrics.registry.get_sample_value("online_gmm_components") == second.summary.n_components
 
 
 def test_checkpoint_without_timeline_still_loads(tmp_path, monkeypatch):

@@ -236,6 +236,19 @@ def test_report_of_the_watched_job(watched_run, tmp_path):
     assert sum(view.timeline["flagged"]) == summary["anomalies"] and len(view.flagged) > 0
 
 
+def test_report_mistakes_are_one_line(watched_run, tmp_path):
+    ck = watched_run["tmp"] / "ck"
+    for args, says in [
+        ([str(tmp_path), "--out", str(tmp_path / "r.html")], "cannot load a model from"),
+        ([str(ck), "--out", str(tmp_path / "no" / "r.html")], "is not a writable folder"),
+        ([str(watched_run["tmp"]), "--out", str(tmp_path / "r.html")], "its folder 'ck' does"),
+    ]:
+        res = CliRunner().invoke(main, ["report", *args])
+        assert res.exit_code == 2 and says in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_metrics_mistakes_are_one_line(tmp_path):
     """A port already taken, or no prometheus-client: one line and exit status 2, no traceback, no
     output left behind; then the same job with a free port names its metrics address and runs."""
