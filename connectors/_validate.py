@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from connectors.base import object_column
+
 __all__ = ["shorten"]
 
 _MISSING_OPTIONS = ("reject", "nan")
@@ -94,9 +96,4 @@ class ColumnsDecoder:
 
     def _carried_columns(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
         """One object column per carried name, from one list of values per name."""
-        out: dict[str, np.ndarray] = {}
-        for name, values in zip(self.carry_names, carried):
-            col = np.empty(len(values), dtype=object)
-            col[:] = values
-            out[name] = col
-        return out
+        return {name: object_column(values) for name, values in zip(self.carry_names, carried)}
