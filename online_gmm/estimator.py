@@ -338,6 +338,10 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         buffer with a UserWarning naming them (by record number, counting the records learned from
         the first call on), and the warm-up completes without them.
 
+        While the warm-up lasts, the model is the buffer's provisional fit, made when a fitted
+        attribute is first read or a prediction asked for after new rows (at least
+        ``n_components`` of them in all); see ``warm_up``.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -478,11 +482,14 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
     def _check_fitted(self) -> None:
         if not hasattr(self, "_params_") and hasattr(self, "_online"):
             from sklearn.exceptions import NotFittedError
+            seen = self._online.n_seen
+            why = (f"a provisional model needs at least n_components={self.n_components}"
+                   if seen < self.n_components else
+                   "the rows buffered so far could not be fitted (ill-defined covariances)")
             raise NotFittedError(
-                f"This {type(self).__name__} is still warming up and has seen "
-                f"{self._online.n_seen} rows: a provisional model needs at least n_components="
-                f"{self.n_components} (the warm-up buffers {self._online.warm_up} samples before its "
-                "first update). Call partial_fit with more data, or fit.")
+                f"This {type(self).__name__} is still warming up and has seen {seen} rows: {why} "
+                f"(the warm-up buffers {self._online.warm_up} samples before its first update). "
+                "Call partial_fit with more data, or fit.")
         check_is_fitted(self)
 
     @property
