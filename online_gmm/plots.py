@@ -27,6 +27,8 @@ __all__ = ["ModelView", "discriminant_directions", "draw_plane", "draw_pairs", "
 
 #: the pairwise grid is drawn up to this many features
 MAX_PAIR_FEATURES = 6
+#: with more refits than this, the K panels draw the timeline's (one point per entry)
+MAX_REFITS_DRAWN = 300
 _ANOMALY = "#d62728"
 _SAMPLE = "0.62"
 
@@ -311,15 +313,22 @@ def draw_k(ax_k: Any, ax_gap: Any, view: ModelView) -> None:
         if xs:
             ax_k.step(xs, ks, where="post", color="0.25", lw=1.5, label="K in use")
     rows = [r for r in view.bic_rows if r.get("n_seen") is not None]
-    if rows:
+    if len(rows) <= MAX_REFITS_DRAWN:
         xs = [r["n_seen"] for r in rows]
         chosen = [r["chosen_k"] for r in rows]
-        ax_k.scatter(xs, chosen, s=36, color="black", zorder=3, label="chosen at a refit")
-        if len(rows) <= 40:
+        gaps = [criterion_gap(r) for r in rows]
+    else:      # a long job: the last refit of each timeline entry (as many points as entries)
+        last = [i for i, n in enumerate(tl.get("refits") or []) if n]
+        xs = [tl["good_end"][i] for i in last]
+        chosen = [tl["chosen_k"][i] for i in last]
+        gaps = [tl["bic_gap"][i] for i in last]
+    if xs:
+        ax_k.scatter(xs, chosen, s=36 if len(xs) <= 100 else 9, color="black", zorder=3,
+                     label="chosen at a refit")
+        if len(xs) <= 40:
             for x, k in zip(xs, chosen):
                 ax_k.annotate(str(k), (x, k), textcoords="offset points", xytext=(0, 7), ha="center",
                               fontsize=8)
-        gaps = [criterion_gap(r) for r in rows]
         pts = [(x, g) for x, g in zip(xs, gaps) if g is not None]
         if pts:
             gx, gy = zip(*pts)

@@ -145,3 +145,36 @@ def test_separating_plane_matches_sklearn_lda_on_a_sample(k):
         resid = ref[:, j] - v @ np.linalg.lstsq(v, ref[:, j], rcond=None)[0]
         assert np.linalg.norm(resid) < 0.05, (j, resid)
     assert abs(ref[:, 0] @ v[:, 0]) > 0.99     # and the first one is our first
+
+
+def test_k_panels_of_a_long_job_draw_the_bounded_timeline():
+    """Past MAX_REFITS_DRAWN refits the K panels draw one point per timeline entry, not per refit."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from online_gmm.plots import MAX_REFITS_DRAWN, ModelView, draw_k
+
+    t = Timeline(capacity=16)
+    rows = []
+    for b in range(2 * MAX_REFITS_DRAWN):
+        t.add_batch(records=100, good=100, rejected=0, flagged=1, scored=100, sum_loglik=-300.0, k=3,
+                    threshold=9.0, records_end=100 * (b + 1), good_end=100 * (b + 1), seconds=0.0,
+                    time=0.0)
+        row = {"n_seen": 100 * (b + 1), "chosen_k": 3 + b % 2, "criterion": "bic",
+               "candidates": [{"k": 3, "bic": 10.0 + b % 2 * 20}, {"k": 4, "bic": 20.0}]}
+        t.add_refit(row)
+        rows.append(row)
+    d = 2
+    view = ModelView(weights=np.ones(2) / 2, means=np.zeros((2, d)), covariances=np.stack([np.eye(d)] * 2),
+                     labels=[0, 1], feature_names=["a", "b"], sample=np.empty((0, d)),
+                     flagged=np.empty((0, d)), bic_rows=rows, timeline=t.columns())
+    fig, (ax_k, ax_gap) = plt.subplots(2, 1)
+    try:
+        draw_k(ax_k, ax_gap, view)
+        points = ax_k.collections[0].get_offsets()
+        assert len(points) == len(t) <= 16
+        assert points[-1].tolist() == [100.0 * 2 * MAX_REFITS_DRAWN, 4.0]   # the last refit's K
+        assert [b.get_height() for b in ax_gap.patches][-1] == 10.0          # and its margin
+    finally:
+        plt.close(fig)
