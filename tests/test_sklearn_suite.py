@@ -82,11 +82,47 @@ def _load_suite():
     return module
 
 
+def _array_api_usable() -> bool:
+    """scikit-learn's own test of its array API support, with SCIPY_ARRAY_API=1 (set by
+    :func:`scipy_array_api` for these tests): recent enough NumPy and SciPy."""
+    from sklearn.utils._array_api import _check_array_api_dispatch
+
+    saved = os.environ.get("SCIPY_ARRAY_API")
+    os.environ["SCIPY_ARRAY_API"] = "1"
+    try:
+        _check_array_api_dispatch(True)
+        return True
+    except (ImportError, RuntimeError):
+        return False
+    finally:
+        if saved is None:
+            del os.environ["SCIPY_ARRAY_API"]
+        else:
+            os.environ["SCIPY_ARRAY_API"] = saved
+
+
+#: the reason of scikit-learn's skip_if_array_api_compat_not_configured, evaluated once when
+#: sklearn.utils._testing is first imported (by then SCIPY_ARRAY_API may not be set in this process)
+_COMPAT_SKIP = "SCIPY_ARRAY_API not set"
+
+
+def _with_our_array_api_skip(test):
+    """``test`` with scikit-learn's import-time array API skip replaced by this module's."""
+    marks = list(getattr(test, "pytestmark", []))
+    kept = [m for m in marks if not (m.name == "skipif" and _COMPAT_SKIP in m.kwargs.get("reason", ""))]
+    if len(kept) != len(marks):
+        if not _array_api_usable():
+            kept.append(pytest.mark.skip(reason="scikit-learn's array API support is not functional "
+                                                "here (it needs SciPy >= 1.14)"))
+        test.pytestmark = kept
+    return test
+
+
 _SUITE = _load_suite()
 _TESTS = sorted(name for name in vars(_SUITE) if name.startswith("test_"))
 for _name in _TESTS:
     if _name not in EXCLUDED:
-        globals()[_name] = getattr(_SUITE, _name)
+        globals()[_name] = _with_our_array_api_skip(getattr(_SUITE, _name))
 
 
 @pytest.fixture(autouse=True)
