@@ -141,8 +141,9 @@ class Watch:
                 "start", f"online-gmm run: {src['type']} source, batches of {cfg['pipeline']['batch_size']}",
                 config=None if config_path is None else os.path.abspath(config_path),
                 checkpoint_dir=cfg["checkpoint"].get("directory"), source=src["type"],
-                batch_size=cfg["pipeline"]["batch_size"], fingerprint=getattr(self.pipe, "fingerprint", None),
-                pid=os.getpid(), version=_version(), metrics=self.url)
+                batch_size=cfg["pipeline"]["batch_size"],
+                fingerprint=getattr(self.pipe, "fingerprint", None), pid=os.getpid(),
+                version=_version(), metrics=self.url)
 
     def stop(self, summary: RunSummary | None, *, max_records: int | None,
              error: BaseException | None = None) -> None:
