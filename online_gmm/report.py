@@ -191,10 +191,12 @@ def render_html(view: ModelView, meta: dict[str, Any], *, source: str = "") -> s
         swatch = f'<span class="swatch" style="background:{component_color(label)}"></span>'
         comp_rows.append([f"{swatch}{label}", f"{view.weights[k]:.1%}"] +
                          [_num(v) for v in view.means[k]] +
-                         [_num(float(np.sqrt(max(view.covariances[k][i, i], 0.0)))) for i in range(len(names))])
+                         [_num(float(np.sqrt(max(view.covariances[k][i, i], 0.0))))
+                          for i in range(len(names))])
     components = _table(["component", "weight"] + [f"mean {html.escape(n)}" for n in names] +
                         [f"sd {html.escape(n)}" for n in names], comp_rows, "num")
-    counters = _table(["counter", "value"], [[html.escape(k), _num(int(v))] for k, v in view.counters.items()],
+    counters = _table(["counter", "value"],
+                      [[html.escape(k), _num(int(v))] for k, v in view.counters.items()],
                       "num narrow")
     crit = view.bic_rows[-1].get("criterion", "bic") if view.bic_rows else "bic"
     refit_rows = []
@@ -228,7 +230,8 @@ def render_html(view: ModelView, meta: dict[str, Any], *, source: str = "") -> s
              f"feature(s) (at most {MAX_PAIR_FEATURES}, at least 2).</p></section>")
     return _PAGE.format(
         title=html.escape(f"online-gmm report: {view.title()}"), heading=html.escape(view.title()),
-        source=f" of <code>{html.escape(source)}</code>" if source else "", when=when, style=_STYLE, kpis=kpi_html,
+        source=f" of <code>{html.escape(source)}</code>" if source else "", when=when, style=_STYLE,
+        kpis=kpi_html,
         components_svg=figures["components"], components_table=components, pairs=pairs,
         k_svg=figures["k"], refits=refits, timeline_svg=figures["timeline"], counters=counters,
         config=config_text)

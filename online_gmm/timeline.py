@@ -73,7 +73,8 @@ class Timeline:
 
     # ------------------------------------------------------------------------------ updates
     def add_batch(self, *, records: int, good: int, rejected: int, flagged: int, scored: int,
-                  sum_loglik: float, k: int | None, scored_kept: int = 0, sum_loglik_kept: float = 0.0, threshold: float | None, records_end: int,
+                  sum_loglik: float, k: int | None, scored_kept: int = 0, sum_loglik_kept: float = 0.0,
+                  threshold: float | None, records_end: int,
                   good_end: int, seconds: float, time: float) -> None:
         """Count one batch.
 
