@@ -95,5 +95,6 @@ class ColumnsDecoder:
         return X, good, rejects
 
     def _carried_columns(self, carried: list[list[Any]]) -> dict[str, np.ndarray]:
-        """One object column per carried name, from one list of values per name."""
-        return {name: object_column(values) for name, values in zip(self.carry_names, carried)}
+        """One object column per carried name, from one list (or object array) of values per name."""
+        return {name: values if isinstance(values, np.ndarray) and values.dtype == object else object_column(values)
+                for name, values in zip(self.carry_names, carried)}

@@ -178,7 +178,7 @@ class CSVDecoder(ColumnsDecoder):
             out.append(v)
         return out
 
-    def _fast(self, raws: Sequence[bytes]) -> tuple[np.ndarray, list[list[str]]] | None:
+    def _fast(self, raws: Sequence[bytes]) -> tuple[np.ndarray, list[Any]] | None:
         """All rows at once through a C parser (pyarrow if installed, else numpy.loadtxt), or None
         if anything looks unusual (then the row-by-row path decides, so results never differ)."""
         try:
@@ -190,18 +190,19 @@ class CSVDecoder(ColumnsDecoder):
         n = len(raws)
         if block.count(b"\n") != n - 1:
             return None  # a record with an embedded newline
-        if self._width is not None and set(map(bytes.count, raws, repeat(self._bdelim))) != {self._width - 1}:
-            return None
         try:
             text = block.decode("utf-8")
         except (UnicodeDecodeError, AttributeError):
             return None
         arrow = _arrow_csv()
         if arrow is not None:
+            # pyarrow refuses a row with another number of cells than the width (ArrowInvalid)
             got = self._fast_arrow(arrow, block, n)
             if got is not None:
                 return got
         if self._carry_idx:
+            return None
+        if self._width is not None and set(map(bytes.count, raws, repeat(self._bdelim))) != {self._width - 1}:
             return None
         try:
             X = np.loadtxt(
@@ -214,7 +215,7 @@ class CSVDecoder(ColumnsDecoder):
             return None
         return X, []
 
-    def _fast_arrow(self, arrow: Any, block: bytes, n: int) -> tuple[np.ndarray, list[list[str]]] | None:
+    def _fast_arrow(self, arrow: Any, block: bytes, n: int) -> tuple[np.ndarray, list[Any]] | None:
         pa, pcsv = arrow
         width = self._width
         if width is None:
@@ -245,7 +246,7 @@ class CSVDecoder(ColumnsDecoder):
         X = np.empty((n, len(wanted)), dtype=np.float64)
         for j, c in enumerate(wanted):
             X[:, j] = table.column(c).to_numpy()
-        return X, [table.column(c).to_pylist() for c in carried]
+        return X, [table.column(c).to_numpy(zero_copy_only=False) for c in carried]  # object arrays of str
 
     def decode_columns(
         self, raws: Sequence[bytes]
