@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from connectors.base import Reject, concat_columns, records_from_columns, take_columns
+from connectors.base import Reject, records_from_columns, take_columns
 from connectors.deadletter import DeadLetterSink
 from online_gmm._bottomk import candidates, priorities
 from online_gmm._online import screen_extreme
+from online_gmm._reading import GoodRecords
 from online_gmm._records import score_columns, values_raw
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.model_spec import ModelSpec, check_random_state
@@ -107,24 +108,14 @@ def _stop_requested(name: str | None) -> bool:
 def _read(source: Any, quota: int, timeout: float, idle_timeout: float | None,
           stop_event: str | None) -> tuple[tuple, str]:
     """Read until ``quota`` good records, the end, an idle timeout or a stop; see the module doc."""
-    xs, cols, lens, rejects = [], [], [], []
-    good = consumed = 0
+    acc = GoodRecords()
     since = time.monotonic()
     checked = 0.0
     status = "records"
-    position = None
-    while good < quota:
-        b = source.read(quota - good, timeout)
-        if b.n_records:
-            if b.X.shape[0]:
-                xs.append(b.X)
-                cols.append(b.columns)
-                lens.append(b.X.shape[0])
-            rejects.extend(b.rejects)
-            good += b.X.shape[0]
-            consumed += b.n_records
+    while acc.good < quota:
+        b = source.read(quota - acc.good, timeout)
+        if acc.add(b):
             since = time.monotonic()
-        position = b.position
         status = b.status
         if status == "end":
             break
@@ -137,15 +128,9 @@ def _read(source: Any, quota: int, timeout: float, idle_timeout: float | None,
                 checked = now
                 if _stop_requested(stop_event):
                     return ((), "stopped")
-    if not xs:
-        X, columns = np.empty((0, 0)), {}
-    elif len(xs) == 1:
-        X, columns = xs[0], cols[0]
-    else:
-        X, columns = np.concatenate(xs), concat_columns(cols, lens)
     if status not in ("end", "idle-timeout"):
         status = "records"
-    return (X, columns, rejects, position, consumed), status
+    return (*acc.batch(), acc.consumed), status
 
 
 def _online_of(state: dict[str, Any], n_features: int):

@@ -252,12 +252,24 @@ def _run_with_progress(pipe: Pipeline, *, max_records: int | None, total: int | 
     return summary
 
 
-def _start(config: Callable[[], dict[str, Any]], created: list[_CreatedFiles]
+def _start(config: Callable[[], dict[str, Any]], created: list[_CreatedFiles], workers: int | None = None
            ) -> tuple[dict[str, Any], Pipeline]:
-    """Load a configuration and build its pipeline; a mistake becomes one line, exit status 2."""
+    """Load a configuration and build its pipeline; a mistake becomes one line, exit status 2.
+
+    With ``workers`` (or ``[cluster] workers`` / ``scheduler``) the job runs on Dask workers
+    (:class:`online_gmm.scale_out.ScaleOutPipeline`)."""
     try:
         cfg = config()
+        if workers is not None:
+            cfg["cluster"]["workers"] = workers
         _check_inputs(cfg)
+        if cfg["cluster"]["workers"] or cfg["cluster"]["scheduler"]:
+            from online_gmm.scale_out import ScaleOutPipeline
+            mine = _CreatedFiles([], cfg["checkpoint"].get("directory"))
+            created.append(mine)
+            pipe = ScaleOutPipeline(cfg)      # opens no output: the partitions' files come later
+            mine.paths = [p for p in pipe.output_files() if not os.path.exists(p)]
+            return cfg, pipe
         created.append(_CreatedFiles(_sink_files(cfg), cfg["checkpoint"].get("directory")))
         return cfg, build_pipeline(cfg)
     except BaseException as exc:
@@ -323,6 +335,10 @@ def main() -> None:
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds without a record (followed files, Kafka).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Run on this many Dask worker processes (a local cluster on 127.0.0.1), one model "
+                   "learned in rounds over the input's partitions. Default: [cluster] workers, else one "
+                   "process.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus metrics on this port (0: a free one; the address is printed). "
                    "Default: [metrics] port, else none.")
@@ -332,7 +348,8 @@ def main() -> None:
               help="json: one JSON object per event on stderr (start, resume, refit, checkpoint, "
                    "rejected, stop), no progress bar.")
 def run(config_path: str, max_records: int | None, idle_timeout: float | None, quiet: bool,
-        metrics_port: int | None, metrics_address: str | None, log_format: str) -> None:
+        workers: int | None, metrics_port: int | None, metrics_address: str | None,
+        log_format: str) -> None:
     """Run the pipeline described by a TOML configuration (resumes from its checkpoints).
 
     One job per checkpoint directory: a second `run` on the same directory refuses to start.
@@ -340,7 +357,7 @@ def run(config_path: str, max_records: int | None, idle_timeout: float | None, q
     from online_gmm.config import load_config
 
     created: list[_CreatedFiles] = []
-    cfg, pipe = _start(lambda: load_config(config_path), created)
+    cfg, pipe = _start(lambda: load_config(config_path), created, workers)
     max_records = max_records if max_records is not None else cfg["pipeline"]["max_records"]
     watch = _watch(pipe, cfg, created, config_path, metrics_port, metrics_address, log_format)
     try:

@@ -68,6 +68,7 @@ _SOURCE_KEYS = {
     # kafka
     "topics": None, "bootstrap_servers": None, "group_id": None, "max_idle_s": None, "settings": {},
     "client": None,  # "confluent" | "kafka-python"; None: confluent-kafka when installed
+    "partitions": None,  # without group_id: only these partitions
 }
 _SINK_KEYS = {"type": None, "path": None, "fields": None, "topic": None, "bootstrap_servers": None,
               "key": None, "settings": {}, "client": None,
@@ -82,6 +83,8 @@ DEFAULTS: dict[str, Any] = {
               "criterion": "bic", "n_init": 2, "max_iter": 100, "seed": 0, "dask_scheduler": None},
     "checkpoint": {"directory": None, "every": 5000, "keep": 3},
     "metrics": {"port": None, "address": "127.0.0.1"},   # Prometheus endpoint (online_gmm.metrics)
+    # scale-out (online_gmm.scale_out): worker processes of a local cluster, or a scheduler's address
+    "cluster": {"workers": 0, "scheduler": None, "round_size": None},
     "sinks": {},
 }
 _SINK_NAMES = ("scores", "anomalies", "dead_letters")
@@ -160,6 +163,9 @@ SPECS: dict[str, dict[str, _Spec]] = {
         "max_idle_s": _number("a number of seconds >= 0", lambda v: v >= 0, none=True),
         "settings": _TABLE,
         "client": _choice("confluent", "kafka-python", none=True),
+        "partitions": _Spec("a non-empty list of partition numbers >= 0",
+                            lambda v: isinstance(v, list) and bool(v)
+                            and all(_is_int(p) and p >= 0 for p in v), none=True),
     },
     "pipeline": {
         "batch_size": _int(1),
@@ -194,6 +200,11 @@ SPECS: dict[str, dict[str, _Spec]] = {
     "metrics": {
         "port": _int(0, 65535, none=True),
         "address": _STR,
+    },
+    "cluster": {
+        "workers": _int(0),
+        "scheduler": _STR,
+        "round_size": _int(1, none=True),
     },
     "sinks": {
         "path": _STR,
@@ -374,7 +385,8 @@ def build_source(cfg: Mapping[str, Any]):
     return KafkaSource(cfg["topics"], cfg["bootstrap_servers"], cfg["group_id"],
                        JSONDecoder(cfg["fields"], missing=cfg["missing"], carry=cfg["carry"] or ()),
                        name=cfg["name"],
-                       max_idle_s=cfg["max_idle_s"], client=cfg["client"], **dict(cfg["settings"]))
+                       max_idle_s=cfg["max_idle_s"], client=cfg["client"],
+                       partitions=cfg.get("partitions"), **dict(cfg["settings"]))
 
 
 def build_sink(cfg: Mapping[str, Any]):

@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from connectors.base import Reject, concat_columns, records_from_columns, take_columns
+from connectors.base import Reject, records_from_columns, take_columns
 from connectors.deadletter import DeadLetterSink
 from online_gmm._online import rng_state_from_json, rng_state_to_json
+from online_gmm._reading import GoodRecords
 from online_gmm._records import score_columns, values_raw
 from online_gmm.checkpoint import CheckpointStore, pack, unpack
 from online_gmm.model_spec import ModelSpec, check_random_state
@@ -284,24 +285,15 @@ class Pipeline:
             ``X`` of shape (n_good, n_features), ``columns`` a dict of arrays of length n_good.
         status : {"records", "idle", "end", "idle-timeout"}
         """
-        xs, cols, lens, rejects = [], [], [], []
-        good = consumed = 0
+        acc = GoodRecords()
         status = "records"
         timeout = getattr(self.source, "timeout", 1.0)
         if idle_timeout is not None:
             timeout = min(timeout, max(idle_timeout, 0.0))
         since = time.monotonic() if self._last_data is None else self._last_data
-        b = None
-        while good < n:
-            b = self.source.read(n - good, timeout)
-            if b.n_records:
-                if b.X.shape[0]:
-                    xs.append(b.X)
-                    cols.append(b.columns)
-                    lens.append(b.X.shape[0])
-                rejects.extend(b.rejects)
-                good += b.X.shape[0]
-                consumed += b.n_records
+        while acc.good < n:
+            b = self.source.read(n - acc.good, timeout)
+            if acc.add(b):
                 since = self._last_data = time.monotonic()
             status = b.status
             if status == "end":
@@ -310,18 +302,12 @@ class Pipeline:
                 if idle_timeout is not None and time.monotonic() - since >= idle_timeout:
                     status = "idle-timeout"
                     break
-                if consumed == 0 or self._stop.is_set():
+                if acc.consumed == 0 or self._stop.is_set():
                     break
                 continue  # a partial batch waits for the rest, so batch boundaries stay fixed
-        if consumed == 0:
+        if acc.consumed == 0:
             return None, status
-        if not xs:
-            X, columns = np.empty((0, 0)), {}
-        elif len(xs) == 1:
-            X, columns = xs[0], cols[0]
-        else:
-            X, columns = np.concatenate(xs), concat_columns(cols, lens)
-        return (X, columns, rejects, b.position), status
+        return acc.batch(), status
 
     def _process(self, X: np.ndarray, columns: dict[str, Any], rejects: list, position: Any) -> None:
         s = self.summary
