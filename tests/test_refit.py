@@ -422,3 +422,21 @@ def test_plots_render_with_agg():
         p = refit(X, None, [3], covariance_type=ctype, rng=0).params
         plot_components(p, X[:50])
     plt.close("all")
+
+
+def test_bic_history_is_bounded_and_keeps_the_refit_numbers_across_checkpoints():
+    rows = [{"n_seen": 1000 * (i + 1), "time": 0.0, "chosen_k": 2,
+             "candidates": [{"k": 2, "bic": 100.0 - i, "aic": 90.0, "loglik": -1.0}]} for i in range(5)]
+    hist = BICHistory(max_rows=3)
+    for r in rows:
+        hist.append(r)
+    assert [r["n_seen"] for r in hist.rows] == [3000, 4000, 5000] and hist.dropped == 2
+    arrays, meta = hist.to_arrays()
+    back = BICHistory.from_arrays(arrays, json.loads(json.dumps(meta)))
+    assert back.rows == hist.rows and back.dropped == 2 and back.max_rows == 3
+    assert [line.split()[0] for line in back.table().splitlines()[1:]] == ["2", "3", "4"]
+    back.append(rows[0])
+    assert len(back) == 3 and back.dropped == 3
+    # a checkpoint written before the bound: every row kept, none dropped
+    old = BICHistory.from_arrays({}, {"rows": hist.rows})
+    assert old.rows == hist.rows and old.dropped == 0
