@@ -416,3 +416,32 @@ def test_config_parquet_sink_and_source_carry(tmp_path):
 
 if __name__ == "__main__":  # the writer process of the SIGKILL test (PYTHONPATH: the repository root)
     _run_writer(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+
+
+def test_encodings_follow_each_columns_repetition_and_constant_strings_round_trip(tmp_path):
+    """Columns whose first rows repeat (a file name, a cluster id) are dictionary encoded, columns of
+    distinct values (ids, timestamps, log-likelihoods) plain; a column holding one str object n times
+    (the pipeline's constant columns) and one of equal but distinct str objects give the same values."""
+    n = 5000
+    same = np.empty(n, dtype=object)
+    same.fill("data/events-é.jsonl")
+    equal = np.array(["".join(("data/", "events-é", ".jsonl")) for _ in range(n)], dtype=object)
+    assert equal[0] is not equal[1]
+    ts = np.array([f"2026-12-04T00:00:{i:05d}" for i in range(n)], dtype=object)
+    rng = np.random.default_rng(0)
+    cols = {"file": same, "copy": equal, "ts": ts, "id": np.arange(n), "cluster": rng.integers(0, 4, n),
+            "log_likelihood": rng.normal(size=n), "x": rng.normal(size=(n, 2))}
+    sink = ParquetSink(tmp_path / "out", row_group_size=1000)
+    sink.write_columns(cols)
+    sink.close()
+    table = pq.read_table(tmp_path / "out")
+    assert table.column("file").to_pylist() == table.column("copy").to_pylist() == equal.tolist()
+    assert table.column("ts").to_pylist() == ts.tolist()
+    assert table.schema.field("file").type == pa.string()
+    meta = pq.ParquetFile(tmp_path / "out" / "part-00000001.parquet").metadata
+    encodings = {meta.row_group(0).column(j).path_in_schema: meta.row_group(0).column(j).encodings
+                 for j in range(meta.num_columns)}
+    for name in ("file", "copy", "cluster"):
+        assert "RLE_DICTIONARY" in encodings[name], (name, encodings[name])
+    for name in ("ts", "id", "log_likelihood", "x.list.element"):
+        assert "RLE_DICTIONARY" not in encodings[name], (name, encodings[name])

@@ -13,8 +13,8 @@ from online_gmm import OnlineGaussianMixture
 from online_gmm._em import GaussianParams
 from online_gmm._suffstats import SufficientStatistics
 from online_gmm.refit import (BICHistory, Reservoir, bhattacharyya_distances, information_criteria,
-                              match_components, permute_params, permute_statistics, plot_components,
-                              plot_history, refit)
+                              match_components, neighbour_start, permute_params, permute_statistics,
+                              plot_components, plot_history, refit)
 
 CTYPES = ["full", "tied", "diag", "spherical"]
 
@@ -238,6 +238,33 @@ def test_warm_start_converges_in_few_iterations():
 
 
 @pytest.mark.parametrize("ctype", CTYPES)
+def test_neighbour_starts_find_a_new_k_as_fresh_starts_do(ctype):
+    """K +- 1 start from a split/merge of the online mixture: a 2-component model of 3 blobs refits to
+    3 (split), a 4-component model of 3 blobs refits to 3 (merge), each with the likelihood of a fresh
+    multi-start fit of that K."""
+    X, centres = blobs(3, n_per=400, seed=12)
+    for k_online, k_new in ((2, 3), (4, 3)):
+        online = online_model(X, k_online, ctype=ctype)._online
+        start = neighbour_start(X, online.params, k_new, online.reg_covar)
+        assert start is not None and start.n_components == k_new
+        assert start.weights.sum() == pytest.approx(1.0) and np.isfinite(start.means).all()
+        out = refit(X, online.stats, [k_online, k_new], params=online.params, covariance_type=ctype,
+                    rng=0, tol=1e-3)
+        assert out.chosen_k == 3
+        new = {c.k: c for c in out.candidates}[k_new]
+        assert not new.warm_start  # placed by component matching, as a fresh start would be
+        fresh = refit(X, None, [k_new], covariance_type=ctype, rng=0, tol=1e-3, n_init=3).candidates[0]
+        assert new.loglik == pytest.approx(fresh.loglik, abs=1e-2)
+        assert sorted(nearest(out.params.means, centres).tolist()) == [0, 1, 2]
+
+
+def test_neighbour_start_declines_a_split_that_leaves_a_component_empty():
+    X = np.vstack([np.zeros((300, 2)), np.ones((300, 2))])   # every row of a component on one point
+    online = online_model(X + np.random.default_rng(0).normal(scale=1e-3, size=X.shape), 2)._online
+    assert neighbour_start(X, online.params, 3, online.reg_covar) is None
+    assert neighbour_start(X, online.params, 5, online.reg_covar) is None  # not a neighbour
+
+
 def test_rescaling_keeps_total_weight(ctype):
     X, _ = blobs(3, seed=2)
     est = online_model(X, 3, ctype=ctype)
