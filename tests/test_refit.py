@@ -265,6 +265,7 @@ def test_neighbour_start_declines_a_split_that_leaves_a_component_empty():
     assert neighbour_start(X, online.params, 5, online.reg_covar) is None  # not a neighbour
 
 
+@pytest.mark.parametrize("ctype", CTYPES)
 def test_rescaling_keeps_total_weight(ctype):
     X, _ = blobs(3, seed=2)
     est = online_model(X, 3, ctype=ctype)
