@@ -125,6 +125,7 @@ class ScaleOutPipeline:
         if self.store is not None:
             self.store.lock()
         self._own_cluster = None
+        self._workers: list[str] = []
         try:
             self.parts = []
             for i, (identity, src) in enumerate(partitions_of(cfg["source"])):
@@ -232,7 +233,9 @@ class ScaleOutPipeline:
 
     def _submit(self, parts: list[dict[str, Any]], state: dict[str, Any], name: str, *,
                 late: bool = True) -> list:
-        workers = sorted(self.client.nthreads())   # a partition keeps its worker while the set stays
+        if not self._workers or self.summary.extra["rounds"] % 10 == 0:   # a round trip: not every round
+            self._workers = sorted(self.client.nthreads())
+        workers = self._workers                    # a partition keeps its worker while the set stays
         futures = []
         for p in parts:
             start = {"source": p["source"], "sinks": p["sinks"], "scored": p["scored"]}
@@ -251,18 +254,19 @@ class ScaleOutPipeline:
         n_round = self.summary.extra["rounds"]
         stop_name = f"ogmm-stop-{self.job}-{n_round}"
         futures = self._submit(active, self._round_state(idle_timeout, stop_name), f"r{n_round}")
-        asked = False
-        while True:
-            try:
-                with self.client.as_current():
-                    distributed.wait(futures, timeout=0.5)
-                break
-            except distributed.TimeoutError:
-                pass
-            if self._stop.is_set() and not asked:
-                distributed.Event(stop_name, client=self.client).set()
-                asked = True
-        results = self.client.gather(futures)
+        gathered = threading.Event()
+
+        def tell_the_workers_on_stop() -> None:    # a stop while the round waits for records
+            while not gathered.wait(0.1):
+                if self._stop.is_set():
+                    distributed.Event(stop_name, client=self.client).set()
+                    return
+
+        threading.Thread(target=tell_the_workers_on_stop, daemon=True).start()
+        try:
+            results = self.client.gather(futures)
+        finally:
+            gathered.set()                         # the watcher ends within 0.1 s, not waited for
         if any(r["status"] == "stopped" for r in results):
             # abandoned: the partitions that finished are put back where the round started
             self.client.gather(self._submit(active, {**self._round_state(None, ""), "quota": 0},
