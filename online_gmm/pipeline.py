@@ -659,21 +659,29 @@ class Pipeline:
                 self.store.unlock()
 
 
-def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:
-    """A fitted :class:`OnlineGaussianMixture` from a pipeline checkpoint (file or directory).
+def load_online(path: str | Any) -> tuple[Any, ModelSpec, dict[str, Any], dict[str, Any]]:
+    """The fitted online state of a pipeline checkpoint (file or directory), without scikit-learn.
+
+    Works for one-process and scaled-out jobs' checkpoints alike.
 
     Returns
     -------
-    model : OnlineGaussianMixture
+    online : online_gmm._online.OnlineEM
+    spec : ModelSpec
+        The model's parameters, with ``n_components`` the current K.
     meta : dict
         The checkpoint's metadata (counters, feature names, ...).
     parts : dict
-        The checkpoint's parts, ``{name: (arrays, meta)}`` (model, reservoir, history).
+        The checkpoint's parts, ``{name: (arrays, meta)}`` (model, sample, history).
+
+    Raises
+    ------
+    CheckpointError
+        No checkpoint, no model yet, or a model still warming up.
     """
     from pathlib import Path
 
     from online_gmm.checkpoint import CheckpointError, read_checkpoint
-    from online_gmm.estimator import OnlineGaussianMixture
     p = Path(path)
     if p.is_dir():
         loaded = CheckpointStore(p).load_latest()
@@ -685,14 +693,28 @@ def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[s
     parts = unpack(arrays, meta["parts"])
     if "model" not in parts:
         raise CheckpointError(f"{path}: the checkpoint holds no model yet")
-    model = OnlineGaussianMixture(**meta["model_params"])
-    model.n_components = int(meta["n_components"])
-    online = model._new_online(int(meta["n_features"]), check_random_state(model.random_state))
+    spec = ModelSpec(**{**meta["model_params"], "n_components": int(meta["n_components"])})
+    online = spec._new_online(int(meta["n_features"]), check_random_state(spec.random_state))
     online.n_components = int(meta["n_components"])
     online.load_arrays(*parts["model"])
     if not online.initialised:
         raise CheckpointError(f"{path}: the model is still warming up")
-    return model._adopt(online), meta, parts
+    return online, spec, meta, parts
+
+
+def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:
+    """A fitted :class:`OnlineGaussianMixture` from a pipeline checkpoint (file or directory).
+
+    Returns
+    -------
+    model : OnlineGaussianMixture
+    meta : dict
+        The checkpoint's metadata (counters, feature names, ...).
+    parts : dict
+        The checkpoint's parts, ``{name: (arrays, meta)}`` (model, reservoir, history).
+    """
+    online, spec, meta, parts = load_online(path)
+    return spec.estimator()._adopt(online), meta, parts
 
 
 def fingerprint(cfg: Mapping[str, Any]) -> str:

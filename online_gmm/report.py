@@ -74,26 +74,9 @@ def load_view(checkpoint: str | Path) -> tuple[ModelView, dict[str, Any]]:
 def _load_params(path: str | Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The fitted parameters, metadata and parts of a checkpoint, without scikit-learn (the
     estimator of :func:`online_gmm.pipeline.load_model` is not needed to draw)."""
-    from online_gmm.checkpoint import CheckpointError, CheckpointStore, read_checkpoint, unpack
-    from online_gmm.model_spec import ModelSpec, check_random_state
+    from online_gmm.pipeline import load_online
 
-    p = Path(path)
-    if p.is_dir():
-        loaded = CheckpointStore(p).load_latest()
-        if loaded is None:
-            raise CheckpointError(f"no checkpoint in {str(p)!r}")
-        arrays, meta, _ = loaded
-    else:
-        arrays, meta = read_checkpoint(p)
-    parts = unpack(arrays, meta["parts"])
-    if "model" not in parts:
-        raise CheckpointError(f"{path}: the checkpoint holds no model yet")
-    spec = ModelSpec(**meta["model_params"])
-    online = spec._new_online(int(meta["n_features"]), check_random_state(spec.random_state))
-    online.n_components = int(meta["n_components"])
-    online.load_arrays(*parts["model"])
-    if not online.initialised:
-        raise CheckpointError(f"{path}: the model is still warming up")
+    online, _, meta, parts = load_online(path)
     return online.params, meta, parts
 
 
