@@ -186,9 +186,10 @@ def partition_round(spec: dict[str, Any], start: dict[str, Any], state: dict[str
         position or None), ``scored`` (good records of the partition scored before this round).
     state : dict
         ``quota``, ``timeout``, ``idle_timeout``, ``stop_event``, ``model`` (``OnlineEM.to_arrays()``
-        or None while warming up), ``model_params``, ``n_components``, ``threshold`` (state),
-        ``policy``, ``labels``, ``sample_cut``, ``sample_size``, ``seed``, ``late`` (records of this
-        partition the warm-up fit refused: ``[(number, reason, values)]``).
+        or None while warming up), ``model_params``, ``n_components``, ``threshold`` (the round's
+        value on -log p, None while not active), ``threshold_settings``, ``policy``,
+        ``max_flagged``, ``labels``, ``sample_cut``, ``sample_size``, ``seed``, ``late`` (records of
+        this partition the warm-up fit refused: ``[(number, reason, values)]``).
 
     Returns
     -------
@@ -244,14 +245,11 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
         else:
             online = _online_of(state, X.shape[1])
             log_resp, log_p = online.scorer().log_resp(X)
-            threshold = NLLThreshold.from_state(state["threshold"]) if state["threshold"] else None
-            if threshold is not None:
-                if threshold.active_:         # the round's threshold, the same on every worker
-                    flags = threshold._compare(-log_p)
-                delta = NLLThreshold(q=threshold.q, threshold=threshold.threshold,
-                                     min_samples=threshold.min_samples, k=threshold.k)
-                delta.update_many(-log_p)
-                result["threshold"] = delta.to_state()
+            if state["threshold"] is not None:    # the round's threshold, the same on every worker
+                flags = NLLThreshold(q=None, threshold=state["threshold"]).flag_many(-log_p)
+            delta = NLLThreshold(**state["threshold_settings"])   # this round's scores, merged there
+            delta.update_many(-log_p)
+            result["threshold"] = delta.to_state()
             learn = ~flags if state["policy"] == "protect" else np.ones(n, dtype=bool)
             mask, refused, stats, ll = _learnable(online, X, log_resp, log_p, learn, ids)
             result["learned"] = int(mask.sum())
@@ -281,7 +279,7 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
             result["loglik"] = (int(finite.sum()), float(out[1][finite].sum()), int(kept.sum()),
                                 float(out[1][kept].sum()))
         if flags.any():
-            result["flagged_rows"] = X[flags][-state.get("max_flagged", 300):]
+            result["flagged_rows"] = X[flags][-state["max_flagged"]:]
         # the refit sample: neither flagged nor refused (the one-process rule)
         clean = ~flags
         prio = priorities(state["seed"], spec["index"], int(start["scored"]), n)[keep][clean]

@@ -225,7 +225,12 @@ class ScaleOutPipeline:
             "model": online.to_arrays() if ready else None,
             "model_params": dict(self.cfg["model"]),
             "n_components": online.n_components if ready else None,
-            "threshold": self.anomaly.to_state(), "policy": self.policy,
+            # the threshold's value for the round (None: not active yet) and its settings, for the
+            # workers' sketches of their scores; the sketch itself stays here
+            "threshold": float(self.anomaly.threshold_) if self.anomaly.active_ else None,
+            "threshold_settings": {"q": self.anomaly.q, "threshold": self.anomaly.threshold,
+                                   "min_samples": self.anomaly.min_samples, "k": self.anomaly.k},
+            "policy": self.policy, "max_flagged": self.timeline.max_flagged,
             "labels": None if self._labels is None else self._labels.tolist(),
             "sample_cut": self.sample.cut(), "sample_size": self.sample.size,
             "seed": int(self.cfg["refit"]["seed"]),
