@@ -177,16 +177,17 @@ def test_full_triangular_blocks_equal_the_dense_products(d, mode, monkeypatch):
     The blocks' products are either kept together (small chunks: one reduction, one
     multiplication) or handled block by block (large chunks), and the scatter of a large chunk
     may sum its blocks over several row ranges (bounded scratch); all three are checked."""
-    from online_gmm import _em, _gaussian
+    from online_gmm import _blocks, _em, _log_prob, _scatter
     from online_gmm._em import Scorer
     from online_gmm._init import initial_params
 
-    if mode != "one_pass":
-        monkeypatch.setattr(_gaussian, "ONE_PASS_FLOATS", 0)
+    if mode != "one_pass":     # every module that reads it (each holds its own binding)
+        monkeypatch.setattr(_scatter, "ONE_PASS_FLOATS", 0)
+        monkeypatch.setattr(_log_prob, "ONE_PASS_FLOATS", 0)
         monkeypatch.setattr(_em, "ONE_PASS_FLOATS", 0)
     if mode == "row_passes":    # passes of 97 rows: several per chunk, the last one shorter
-        bmax = max(hi - lo for lo, hi in _gaussian._tri_blocks(d))
-        monkeypatch.setattr(_gaussian, "_SCATTER_ROWS_FLOATS", 97 * 3 * bmax)
+        bmax = max(hi - lo for lo, hi in _blocks._tri_blocks(d))
+        monkeypatch.setattr(_scatter, "_SCATTER_ROWS_FLOATS", 97 * 3 * bmax)
 
     rng = np.random.RandomState(d)
     X = rng.normal(size=(900, d)) @ rng.normal(size=(d, d)) + rng.normal(0, 3, size=d)
@@ -195,14 +196,14 @@ def test_full_triangular_blocks_equal_the_dense_products(d, mode, monkeypatch):
     results = {}
     guard_calls = _count_rescatter(monkeypatch, RESCATTER["full"])
     for name, work in (("dense", 1 << 62), ("blocks", 0)):
-        monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", work)
-        assert _gaussian._use_blocks(900, 3, d) == (name == "blocks")
+        monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", work)
+        assert _blocks._use_blocks(900, 3, d) == (name == "blocks")
         scorer = Scorer(params)
         results[name] = (scorer.weighted_log_prob(X), scorer.expected_statistics(X))
     # the blocked statistics came from the shifted sums themselves: the cancellation guard (which
     # would recompute wrong entries exactly and hide the error) never fired
     assert guard_calls == []
-    assert len(_gaussian._tri_blocks(d)) == max(1, d // 4)
+    assert len(_blocks._tri_blocks(d)) == max(1, d // 4)
     (lp_d, (st_d, ll_d)), (lp_b, (st_b, ll_b)) = results["dense"], results["blocks"]
     np.testing.assert_allclose(lp_b, lp_d, rtol=1e-12, atol=1e-12 * np.abs(lp_d).max())
     np.testing.assert_allclose(ll_b, ll_d, rtol=1e-13)
@@ -228,16 +229,16 @@ RESCATTER = {"full": "_rescatter_rows_full", "diag": "_rescatter_diag"}
 
 def _count_rescatter(monkeypatch, name):
     """Spy on a guard's recomputation: per call, the (component, feature) pairs it recomputed."""
-    from online_gmm import _gaussian
+    from online_gmm import _scatter
 
-    real = getattr(_gaussian, name)
+    real = getattr(_scatter, name)
     calls = []
 
     def counting(out, Xc, resp, means, low):
         calls.append({(int(k), int(j)) for k, j in np.argwhere(low)})
         return real(out, Xc, resp, means, low)
 
-    monkeypatch.setattr(_gaussian, name, counting)
+    monkeypatch.setattr(_scatter, name, counting)
     return calls
 
 
@@ -249,11 +250,11 @@ def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch)
     pairs that bound its scratch memory: "in_groups" takes 2 pairs at a time). Without the guard
     the same case loses many digits, so the test shows the guard is what keeps it exact. (Small
     chunks take the exact path directly.)"""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks, _scatter
 
     if guard == "in_groups":
-        monkeypatch.setattr(_gaussian, "_PAIR_FLOATS", 2 * 1200)
-        assert len(_gaussian._pair_groups(7, 1200)) == 4
+        monkeypatch.setattr(_scatter, "_PAIR_FLOATS", 2 * 1200)
+        assert len(_scatter._pair_groups(7, 1200)) == 4
 
     rng = np.random.RandomState(5)
     d = 7
@@ -264,9 +265,9 @@ def test_full_scatter_guard_recomputes_cancelling_components(guard, monkeypatch)
     resp[400:, 1:] = rng.dirichlet([1.0, 1.0], size=800)
     w = np.ones(len(X))
     calls = _count_rescatter(monkeypatch, RESCATTER["full"])
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)      # the shifted path (large chunks)
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)      # the shifted path (large chunks)
     if not guard:
-        monkeypatch.setattr(_gaussian, "_CANCEL", 0.0)
+        monkeypatch.setattr(_scatter, "_CANCEL", 0.0)
     centre = np.full(d, 1e3 / 3)                       # as the Scorer centres: mean of the means
     stats = SufficientStatistics.from_resp(X - centre, resp, covariance_type="full")
     _, _, ref = _reference(X, resp, w, "full")
@@ -289,7 +290,7 @@ def test_constant_feature_does_not_send_components_to_the_exact_path(ctype, far,
     zeroes it instead of recomputing it for every component, which made one constant column cost
     1.7x per EM iteration (B, full). A tight component far from the centre is still recomputed,
     and only it."""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks
 
     rng = np.random.RandomState(11)
     d, const = 6, [1, 4]
@@ -306,7 +307,7 @@ def test_constant_feature_does_not_send_components_to_the_exact_path(ctype, far,
     centre = np.full(d, 1e3 / 3 if far else 0.0)
     centre[const] = X[0, const] + 3 * np.spacing(X[0, const])
     calls = _count_rescatter(monkeypatch, RESCATTER[ctype])
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)      # full: the shifted path
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)      # full: the shifted path
     stats = SufficientStatistics.from_resp(X - centre, resp, covariance_type=ctype, centre=centre)
     # the far tight component cancels on every feature but the constant ones (set to zero)
     assert calls == ([{(0, j) for j in range(d) if j not in const}] if far else []), calls
@@ -330,7 +331,7 @@ def test_feature_constant_within_a_component_recomputes_only_its_entries(ctype, 
     not whole components: such data used to send every component through the exact path, 1.7x
     per EM iteration for full and 3.3x for diag at K=16, D=50. The result equals the two-pass
     reference, and the full scatter stays exactly symmetric."""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks, _scatter
 
     rng = np.random.RandomState(12)
     n, k_comp = 1500, 3
@@ -344,9 +345,9 @@ def test_feature_constant_within_a_component_recomputes_only_its_entries(ctype, 
     _, means, ref = _reference(X, resp, np.ones(n), ctype)
     centre = means.mean(axis=0)                                       # as the Scorer centres
     calls = _count_rescatter(monkeypatch, RESCATTER[ctype])
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)                # full: the shifted path
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)                # full: the shifted path
     if one_pair_at_a_time:                                            # the bounded-memory groups
-        monkeypatch.setattr(_gaussian, "_PAIR_FLOATS", n)
+        monkeypatch.setattr(_scatter, "_PAIR_FLOATS", n)
     stats = SufficientStatistics.from_resp(X - centre, resp, covariance_type=ctype, centre=centre)
     assert calls == [{(0, 5), (1, 5), (2, 4), (2, 5)}], calls
     if ctype == "full":
@@ -389,11 +390,11 @@ def test_pass_sums_chunks_without_merging(ctype, monkeypatch):
     """A Scorer pass sums its chunks' raw moments about the kernel's centre and corrects them once:
     no chunk goes through Chan's merge (tied, which has no such form, merges every chunk after
     the first). The statistics equal the two-pass reference, and the chunking does not matter."""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks
     from online_gmm._em import Scorer
     from online_gmm._init import initial_params
 
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)         # full: 400-row chunks use blocks
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)         # full: 400-row chunks use blocks
     rng = np.random.RandomState(21)
     X = rng.normal(size=(2500, 6)) @ rng.normal(size=(6, 6)) + rng.normal(0, 4, size=6)
     params = initial_params(X, n_components=3, covariance_type=ctype, method="random_from_data",
@@ -408,7 +409,7 @@ def test_pass_sums_chunks_without_merging(ctype, monkeypatch):
         chunks = -(-len(X) // rows)
         assert len(merges) == (chunks - 1 if ctype == "tied" else 0), merges
         monkeypatch.undo()
-        monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)
+        monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)
     nk, means, ref = _reference(X, np.exp(Scorer(params).log_resp(X)[0]), w, ctype)
     scale = np.abs(ref).max()
     for stats in results:
@@ -423,7 +424,7 @@ def test_pass_sums_merge_a_full_chunk_too_small_for_the_blocks(monkeypatch):
     """A full pass whose last chunk is too small for the triangular blocks: that chunk's statistics
     come from the exact path and are merged (once) into the summed chunks; the result equals the
     two-pass reference."""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks
     from online_gmm._em import Scorer
     from online_gmm._init import initial_params
 
@@ -432,7 +433,7 @@ def test_pass_sums_merge_a_full_chunk_too_small_for_the_blocks(monkeypatch):
     params = initial_params(X, n_components=3, covariance_type="full", method="random_from_data",
                             reg_covar=1e-6, rng=np.random.RandomState(0))
     # rows x K x D^2: 400-row chunks 43200 (blocks), the last 100-row chunk 10800 (exact path)
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 20000)
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 20000)
     scorer = Scorer(params)
     scorer.rows = 400
     merges = _count_merges(monkeypatch)
@@ -450,10 +451,10 @@ def test_pass_sums_finish_cancelling_chunks_on_their_own(ctype, monkeypatch):
     the centre) is finished by the guard about its own means and merged by Chan's formula; the
     other chunks are summed. Exactly the chunks with that component are merged, and the result
     equals the two-pass reference, the tight component included."""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks
     from online_gmm._pass_sums import PassAccumulator
 
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)
     rng = np.random.RandomState(8)
     d, n = 5, 3000
     X = rng.normal(size=(n, d)) * 50.0
@@ -488,10 +489,10 @@ def test_pass_sums_finish_cancelling_chunks_on_their_own(ctype, monkeypatch):
 def test_pass_sums_component_without_weight(ctype, monkeypatch):
     """A component with no responsibility anywhere gets zero weight, zero scatter and the centre as
     its mean, as from_resp gives it (whose mean for a zero weight is the centre too)."""
-    from online_gmm import _gaussian
+    from online_gmm import _blocks
     from online_gmm._pass_sums import PassAccumulator
 
-    monkeypatch.setattr(_gaussian, "_TRI_MIN_WORK", 0)
+    monkeypatch.setattr(_blocks, "_TRI_MIN_WORK", 0)
     rng = np.random.RandomState(9)
     X = rng.normal(size=(600, 4)) * 3.0 + 10.0
     resp = np.zeros((600, 3))
