@@ -198,6 +198,7 @@ def run_pipeline(cfg: dict, n: int, *, timed: bool = False) -> tuple[float, dict
             orig(d)
             if not getattr(pipe._online, "_timed", False):
                 timers.wrap(pipe._online, "score_then_learn", "model")
+                timers.wrap(pipe._online, "score_learn", "model")
                 pipe._online._timed = True
         pipe._ensure_online = ensure
         timers.wrap(pipe, "refit_now", "refits")

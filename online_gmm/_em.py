@@ -395,6 +395,80 @@ class Scorer:
             stats = summed if stats is None else SufficientStatistics.accumulate(summed, stats)
         return (stats if stats is not None else SufficientStatistics.zeros(k_comp, d, ctype)), total
 
+    def score_statistics(self, X: np.ndarray, skip_above: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, SufficientStatistics, float]:
+        """The prequential pass: every row scored, the statistics of the rows to learn, one read.
+
+        The pipeline's step in one pass over ``X`` (:meth:`expected_statistics` plus what it keeps
+        of each chunk): each chunk's responsibilities and log-densities are copied out, and the rows
+        whose score ``-log p(x)`` is above ``skip_above`` or ``+inf`` (the anomaly rule, with the
+        threshold as it stood before the batch) get weight 0 in the chunk's statistics, so that they
+        are scored but not learned.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Finite, every value within +-:data:`~online_gmm._guards.MAX_ABS` (so that a row of
+            weight 0 adds an exact 0 to every sum).
+        skip_above : float, optional
+            The score above which a row is not learned; None: every row is learned.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            Responsibilities under these parameters.
+        log_p : ndarray of shape (n_samples,)
+            log p(x) (``-inf`` where the density is zero under every component).
+        learned : ndarray of bool of shape (n_samples,), or None when every row is learned
+        stats : SufficientStatistics
+            Of the learned rows.
+        log_likelihood : float
+            The learned rows' summed log p(x).
+        """
+        n = X.shape[0]
+        k_comp, d = self.params.means.shape
+        ctype = self.params.covariance_type
+        resp_out = np.empty((n, k_comp))
+        log_p = np.empty(n)
+        learned = None if skip_above is None else np.empty(n, dtype=bool)
+        sums = PassAccumulator(ctype, self.prep["c"])
+        stats = None
+        total = 0.0
+        for a, b in self.chunks(n):
+            Xc = X[a:b]
+            resp, norm = self._resp_chunk(Xc)
+            resp_out[a:b] = resp
+            log_p[a:b] = norm
+            w = None
+            if learned is not None:
+                keep = learned[a:b]
+                np.less_equal(-norm, skip_above, out=keep)
+                keep &= norm > -np.inf                              # a score of +inf: flagged
+                if keep.all():
+                    total += float(norm.sum())
+                else:
+                    w = keep.astype(np.float64)
+                    total += float(norm[keep].sum())
+            else:
+                total += float(norm.sum())
+            buf = self._buffers(b - a)
+            rt = resp.T if w is None else resp.T * w                # (K, rows)
+            if sums.add(buf["centred"], rt, squares=buf.get("squares"), xt1=buf.get("centred1"),
+                        buf=buf["z"]):
+                continue
+            chunk = SufficientStatistics.from_resp(
+                buf["centred"], resp, w, covariance_type=ctype, buf=buf["z"],
+                centre=self.prep["c"], squares=buf.get("squares"))
+            stats = SufficientStatistics.accumulate(stats, chunk)
+        summed = sums.statistics()
+        if summed is not None:
+            stats = summed if stats is None else SufficientStatistics.accumulate(summed, stats)
+        if stats is None:
+            stats = SufficientStatistics.zeros(k_comp, d, ctype)
+        if learned is not None and learned.all():
+            learned = None
+        return resp_out, log_p, learned, stats, total
+
 
 def _flat(buf: np.ndarray, shape: tuple) -> np.ndarray:
     size = math.prod(shape)

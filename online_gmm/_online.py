@@ -533,6 +533,53 @@ class OnlineEM:
         out = (log_resp, log_p)
         return (out, refused) if report else out
 
+    def score_learn(self, X: np.ndarray, *, skip_above: float | None = None,
+                    ids: np.ndarray | None = None) -> tuple[tuple[np.ndarray, np.ndarray] | None, list]:
+        """The pipeline's prequential step in one pass: score a batch, then learn it.
+
+        What :meth:`score_then_learn` does with ``learn=lambda log_p: ~((-log_p > skip_above) |
+        (-log_p == inf))``, but the scores and the statistics come from one read of the batch
+        (:meth:`Scorer.score_statistics`), and responsibilities are returned instead of their logs.
+        A batch with a value beyond :data:`MAX_ABS`, the warm-up, and an update found ill-defined
+        take :meth:`score_then_learn`'s path (same records learned, same refusals).
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features), finite
+        skip_above : float, optional
+            Rows whose score ``-log p(x)`` is above it, or ``+inf``, are scored but not learned;
+            None: every row is learned.
+        ids : ndarray of int64 of shape (n_samples,), optional
+            Names of the rows in the refusals (default: their indices in ``X``).
+
+        Returns
+        -------
+        out : (resp, log_p) or None
+            Of shapes (n_samples, K) and (n_samples,), under the parameters before the batch was
+            learned; None while warming up.
+        refused : list of (id, reason)
+        """
+        n = X.shape[0]
+        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        if not self.initialised or screen_extreme(X, ids)[1]:
+            def learn(log_p: np.ndarray) -> np.ndarray:
+                if skip_above is None:
+                    return np.ones(log_p.shape[0], dtype=bool)
+                return (-log_p <= skip_above) & (log_p > -np.inf)
+            out, refused = self.score_then_learn(X, learn, ids=ids)
+            return (None if out is None else (np.exp(out[0]), out[1])), refused
+        resp, log_p, learned, stats, ll = self.scorer().score_statistics(X, skip_above)
+        Xl = X if learned is None else X[learned]
+        refused: list = []
+        if Xl.shape[0]:
+            try:
+                self.step(Xl, batch=(stats, ll))
+            except ValueError as err:         # rare: find the culprits on the logs of the scores
+                il = ids if learned is None else ids[learned]
+                lr, lp = self.scorer().log_resp(Xl)
+                refused = self._guarded_step(Xl, None, il, lr, lp, err, "skip")
+        return (resp, log_p), refused
+
     def _reseed_collapsed(self, stats: SufficientStatistics, params: GaussianParams,
                           X: np.ndarray) -> list[int]:
         """Move components whose weight fell below ``min_weight`` to poorly explained points."""

@@ -25,8 +25,8 @@ def score_columns(columns: dict[str, Any], out: tuple[np.ndarray, np.ndarray] | 
     ----------
     columns : dict of str to array of shape (n_samples,)
         The columns carried from the input (source, position, carried fields).
-    out : (log_resp, log_p) or None
-        ``log_resp`` of shape (n_samples, K) and ``log_p`` of shape (n_samples,), computed under the
+    out : (resp, log_p) or None
+        The responsibilities, shape (n_samples, K), and ``log_p`` of shape (n_samples,), computed under the
         parameters before the batch was learned; None while the model warms up (the score columns
         are then null and ``warming_up`` is true).
     flags : ndarray of bool of shape (n_samples,)
@@ -54,16 +54,16 @@ def score_columns(columns: dict[str, Any], out: tuple[np.ndarray, np.ndarray] | 
         if responsibilities:
             cols["responsibilities"] = null
     else:
-        log_resp, log_p = out
-        comp = log_resp.argmax(axis=1)
-        if labels is None or len(labels) != log_resp.shape[1]:
-            labels = np.arange(log_resp.shape[1])
+        resp, log_p = out
+        comp = resp.argmax(axis=1)
+        if labels is None or len(labels) != resp.shape[1]:
+            labels = np.arange(resp.shape[1])
         cols["cluster"] = labels[comp]
-        cols["probability"] = np.exp(np.take_along_axis(log_resp, comp[:, None], axis=1)[:, 0])
+        cols["probability"] = np.take_along_axis(resp, comp[:, None], axis=1)[:, 0]
         cols["log_likelihood"] = log_p
         cols["anomaly"] = flags
         if responsibilities:
-            cols["responsibilities"] = DictColumn(np.exp(log_resp), [str(int(k)) for k in labels])
+            cols["responsibilities"] = DictColumn(resp, [str(int(k)) for k in labels])
     # the same columns in every batch (a columnar sink keeps one schema)
     cols["warming_up"] = np.full(n, out is None)
     if features:

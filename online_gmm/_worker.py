@@ -255,7 +255,7 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
             result["learned"] = int(mask.sum())
             result["ll"] = ll
             result["stats"] = None if stats is None else stats.to_arrays()
-            out = (log_resp, log_p)
+            out = (np.exp(log_resp), log_p)
         result["scored"] = n
         keep = np.ones(n, dtype=bool)
         if refused:

@@ -367,7 +367,15 @@ class Pipeline:
             return mask
 
         try:
-            out, refused = online.score_then_learn(X, decide, ids=ids)
+            fused, skip_above = self._skip_rule(n)
+            if fused:
+                out, refused = online.score_learn(X, skip_above=skip_above, ids=ids)
+                if out is not None:
+                    decide(out[1])
+            else:
+                out, refused = online.score_then_learn(X, decide, ids=ids)
+                if out is not None:
+                    out = (np.exp(out[0]), out[1])
         except ValueError as exc:
             # the core could not learn the batch and could name no record for it (it leaves its
             # state as it was): the whole batch goes to the dead letters, and the stream goes on
@@ -405,6 +413,24 @@ class Pipeline:
         if anomalies_sink is not None and flags.any():
             anomalies_sink.write_columns(take_columns(cols, flags))
         return keep
+
+    def _skip_rule(self, n: int) -> tuple[bool, float | None]:
+        """Whether the next batch of ``n`` records can take the one-pass step, and its skip rule.
+
+        The one pass (:meth:`OnlineEM.score_learn`) needs to know, before it scores, which scores
+        keep a record out of the model: none (no threshold, or the ``flag`` policy, or a quantile
+        still short of ``min_samples`` for the whole batch) or those above the threshold as it stood
+        before the batch. Only the batch in which a quantile reaches ``min_samples`` compares part
+        of its records with a threshold made within it: it takes the two-pass step.
+        """
+        a = self.anomaly
+        if a is None or self.anomaly_policy != "protect":
+            return True, None
+        if a.active_:
+            return True, float(a.threshold_)
+        if a.n_seen_ + n <= a.min_samples:
+            return True, None
+        return False, None
 
     def _after_batch(self, n_read: int, before: tuple[int, int, int, int], rejects: list,
                      seconds: float) -> None:
