@@ -298,6 +298,9 @@ class Source(abc.ABC):
     batch_size: int = 1000
     #: Default timeout in seconds per read when iterating.
     timeout: float = 1.0
+    #: Whether :meth:`commit` may be called (False for a Kafka source without a group: its
+    #: positions live only in the caller's checkpoints).
+    commits: bool = True
 
     @abc.abstractmethod
     def read(self, max_records: int, timeout: float | None = None) -> Batch:

@@ -587,7 +587,8 @@ class Pipeline:
             self.summary.checkpoints -= 1
             raise
         self._since_checkpoint = 0
-        self.source.commit(meta["source_position"])
+        if self.source.commits:        # a Kafka source without a group: the checkpoint is the record
+            self.source.commit(meta["source_position"])
         if self.observers:
             self._notify("checkpoint", {"path": str(path), "counters": meta["counters"]})
 

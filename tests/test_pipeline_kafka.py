@@ -121,3 +121,36 @@ def test_sigkill_over_kafka_counts_every_record_once(kafka_broker, kafka_topic, 
         for key in ref_arrays:
             np.testing.assert_array_equal(arrays[key], ref_arrays[key], err_msg=key)
         assert (run_dir / "scores.jsonl").read_bytes() == (ref_dir / "scores.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_a_kafka_source_without_a_group_resumes_from_its_checkpoint(kafka_broker, kafka_topic, tmp_path,
+                                                                     client):
+    """Without ``group_id`` the source assigns the partitions itself and nothing is committed to the
+    broker: the checkpoint alone holds the positions, and a second run goes on from there."""
+    from online_gmm.cli import build_pipeline
+    from online_gmm.config import parse_config
+
+    lines, truth = generate_events(3000, seed=5)
+    n_bad = int(truth["bad"].sum())
+    servers = kafka_broker.bootstrap_servers
+    topic = kafka_topic(partitions=2, prefix="nogroup")
+    _produce(servers, topic, lines)
+    raw = {"source": {"type": "kafka", "topics": topic, "bootstrap_servers": servers, "client": client,
+                      "fields": list(DEMO_FIELDS), "max_idle_s": 2.0},
+           "model": {"n_components": 3, "warm_up": 500, "random_state": 0},
+           "checkpoint": {"directory": str(tmp_path / "ck"), "every": 500},
+           "sinks": {"scores": {"type": "jsonl", "path": str(tmp_path / "scores.jsonl")}},
+           "pipeline": {"batch_size": 250}}
+    for max_records in (1700, None):         # the second run goes on until the topic is idle
+        pipe = build_pipeline(parse_config(raw))
+        assert pipe.source.commits is False
+        resumed = pipe.resume()
+        assert resumed == (max_records is None)
+        try:
+            s = pipe.run(max_records=max_records)
+        finally:
+            pipe.close()
+    assert s.records == 3000 and s.good == 3000 - n_bad
+    scores = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert len({(r["partition"], r["offset"]) for r in scores}) == len(scores) == 3000 - n_bad

@@ -287,6 +287,7 @@ class KafkaSource(Source):
         self.topics = topic_list
         self.group_id = group_id
         self.partitions = None if partitions is None else sorted(set(partitions))
+        self.commits = group_id is not None
         self.decoder = decoder
         self.name = name if name is not None else "kafka:" + ",".join(topic_list)
         self.max_idle_s = max_idle_s
