@@ -13,9 +13,11 @@ It prints, for each worker count:
   the consumers' first fetches) and end to end, and the ratio 2 workers / 1 worker of the first
   (target >= 1.6x);
 * per round: wall time, the busiest worker's time in its tasks (reading, scoring and writing its
-  partitions' shares, one after another), and the coordinator's share of the round (wall minus the
-  busiest worker: scheduling, transfer of parameters and statistics, the merge and the stepwise
-  update), of which the merge itself;
+  partitions' shares, one after another) and in its read-ahead (each worker reads and decodes its
+  partitions' next round while the coordinator merges the last: ``[cluster] read_ahead``, on unless
+  ``--no-read-ahead``), and the coordinator's share of the round (wall minus the busiest worker's
+  tasks: scheduling, transfer of parameters and statistics, the merge and the stepwise update, the
+  read-ahead overlapping it), of which the merge itself;
 
 then projects the throughput of 16 and 64 workers (one partition each, ``round_size`` records per
 partition per round) from the measured costs: a task's time per record stays constant, the
@@ -95,7 +97,8 @@ def job_config(bootstrap: str, topic: str, out: Path, round_size: int) -> dict:
     })
 
 
-def run_once(bootstrap: str, topic: str, n: int, workers: int, round_size: int, tmp: Path) -> dict:
+def run_once(bootstrap: str, topic: str, n: int, workers: int, round_size: int, tmp: Path,
+             read_ahead: bool = True) -> dict:
     import distributed
 
     from online_gmm.scale_out import ScaleOutPipeline
@@ -106,7 +109,8 @@ def run_once(bootstrap: str, topic: str, n: int, workers: int, round_size: int, 
                                            host="127.0.0.1", dashboard_address=None)
     client = distributed.Client(cluster, set_as_default=False)
     try:
-        job = ScaleOutPipeline(job_config(bootstrap, topic, out, round_size), client=client)
+        job = ScaleOutPipeline(job_config(bootstrap, topic, out, round_size), client=client,
+                               read_ahead=read_ahead)
         try:
             t0 = time.perf_counter()
             summary = job.run(max_records=n)
@@ -124,7 +128,8 @@ def run_once(bootstrap: str, topic: str, n: int, workers: int, round_size: int, 
             "wall": wall, "rounds": len(job.timings),
             "round_wall": statistics.median(t["wall"] for t in steady),
             "busiest_worker": statistics.median(t["busiest_worker"] for t in steady),
-            "merge": statistics.median(t["merge"] for t in steady)}
+            "merge": statistics.median(t["merge"] for t in steady),
+            "read_ahead": statistics.median(t["read_ahead"] for t in steady)}
 
 
 def warm_imports() -> None:
@@ -141,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--round-size", type=int, default=5000, help="good records per partition per round")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-read-ahead", action="store_true",
+                    help="workers read a round only when its task arrives ([cluster] read_ahead = false)")
     args = ap.parse_args(argv)
     per_round = args.partitions * args.round_size
     n = args.records // per_round * per_round          # whole rounds: every run stops on the same one
@@ -150,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         topic = f"scale-{uuid.uuid4().hex[:8]}"
         produce(broker.bootstrap_servers, topic, values, args.partitions)
         print(f"broker {broker!r}; {n} events x {len(FIELDS)} floats on {args.partitions} partitions; "
-              f"K=4 full; {args.round_size} records per partition per round; BLAS 1 thread")
+              f"K=4 full; {args.round_size} records per partition per round; read-ahead "
+              f"{'off' if args.no_read_ahead else 'on'}; BLAS 1 thread")
         warm_imports()
         for rep in range(args.repeats):
             for workers in ((1, 2) if rep % 2 == 0 else (2, 1)):
-                r = run_once(broker.bootstrap_servers, topic, n, workers, args.round_size, Path(tmp))
+                r = run_once(broker.bootstrap_servers, topic, n, workers, args.round_size, Path(tmp),
+                             read_ahead=not args.no_read_ahead)
                 results[workers].append(r)
                 print(f"  run {rep + 1}, {workers} worker(s): {r['rate']:,.0f} rec/s after the first "
                       f"round, {r['end_to_end']:,.0f} end to end ({r['rounds']} rounds, {r['wall']:.1f} s)",
@@ -168,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                                    ("records per second, end to end", "end_to_end", 1, ",.0f"),
                                    ("round wall (ms)", "round_wall", 1e3, ".1f"),
                                    ("busiest worker's tasks (ms)", "busiest_worker", 1e3, ".1f"),
+                                   ("  + its read-ahead, between rounds", "read_ahead", 1e3, ".1f"),
                                    ("merge + update (ms)", "merge", 1e3, ".2f")):
         print(f"{label:<34}{med(1, key) * scale:>14{fmt}}{med(2, key) * scale:>14{fmt}}")
+    # the round's wall time beyond its tasks (the read-ahead overlaps it, so it is not subtracted)
     coord = {w: med(w, "round_wall") - med(w, "busiest_worker") for w in (1, 2)}
     print(f"{'coordination per round (ms)':<34}{coord[1] * 1e3:>14.1f}{coord[2] * 1e3:>14.1f}")
     print(f"{'coordination share of a round':<34}{coord[1] / med(1, 'round_wall'):>14.1%}"

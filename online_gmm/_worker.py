@@ -23,6 +23,7 @@ connection and prefetched records) and are reused when they are where the round 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +46,64 @@ __all__ = ["partition_round", "close_job", "ROW_ID_BITS"]
 ROW_ID_BITS = 40
 
 
+class _ReadAhead:
+    """The next round's read, started on a thread when a round ends.
+
+    While the coordinator gathers the round's results, merges them and sends the next round, the
+    worker would sit idle; reading and decoding the next ``quota`` good records does not depend on
+    the next round's parameters, so it is done meanwhile. The next task takes the read if it starts
+    where the read started (the usual case), and otherwise discards it and seeks: the records a
+    round reads are the same either way.
+    """
+
+    def __init__(self, source: Any, quota: int, timeout: float, idle_timeout: float | None,
+                 stop_event: str | None) -> None:
+        self.start = source.position()
+        self.quota = quota
+        self.cancel = threading.Event()
+        self.result: tuple[tuple, str] | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(
+            target=self._run, args=(source, quota, timeout, idle_timeout, stop_event),
+            name="online-gmm-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Any, quota: int, timeout: float, idle_timeout: float | None,
+             stop_event: str | None) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.result = _read(source, quota, timeout, idle_timeout, stop_event, self.cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the task that would have read
+            self.error = exc
+        self.seconds = time.perf_counter() - t0
+
+    def take(self, start: Any, quota: int, stop_event: str | None) -> tuple[tuple, str] | None:
+        """The read, if it starts at ``start`` and reads ``quota`` records (waiting for it to end),
+        else None; ``((), "stopped")`` if the job is stopped while it waits for records."""
+        if start is None or start != self.start or quota != self.quota:
+            self.stop()
+            return None
+        while self._thread.is_alive():
+            self._thread.join(0.5)
+            if self._thread.is_alive() and _stop_requested(stop_event):
+                self.stop()
+                return ((), "stopped")
+        if self.error is not None or self.result is None or self.result[1] == "stopped":
+            return None
+        return self.result
+
+    def stop(self) -> None:
+        """Cancel a read still waiting for records, and wait for the thread."""
+        self.cancel.set()
+        self._thread.join()
+
+
 @dataclass
 class _Handles:
     source: Any
     sinks: dict[str, Any]
+    ahead: _ReadAhead | None = None
 
 
 #: Open sources and outputs of this worker process, by (job id, partition tag).
@@ -80,6 +135,9 @@ def _drop(spec: dict[str, Any]) -> None:
     h = _OPEN.pop((spec["job"], spec["tag"]), None)
     if h is None:
         return
+    if h.ahead is not None:
+        h.ahead.stop()
+        h.ahead = None
     for obj in [h.source, *h.sinks.values()]:
         try:
             obj.close()
@@ -106,8 +164,9 @@ def _stop_requested(name: str | None) -> bool:
 
 
 def _read(source: Any, quota: int, timeout: float, idle_timeout: float | None,
-          stop_event: str | None) -> tuple[tuple, str]:
-    """Read until ``quota`` good records, the end, an idle timeout or a stop; see the module doc."""
+          stop_event: str | None, cancel: threading.Event | None = None) -> tuple[tuple, str]:
+    """Read until ``quota`` good records, the end, an idle timeout or a stop (the job's event, or
+    ``cancel`` for a read-ahead); see the module doc."""
     acc = GoodRecords()
     since = time.monotonic()
     checked = 0.0
@@ -120,6 +179,8 @@ def _read(source: Any, quota: int, timeout: float, idle_timeout: float | None,
         if status == "end":
             break
         if status == "idle":
+            if cancel is not None and cancel.is_set():
+                return ((), "stopped")
             now = time.monotonic()
             if idle_timeout is not None and now - since >= idle_timeout:
                 status = "idle-timeout"
@@ -210,14 +271,22 @@ def partition_round(spec: dict[str, Any], start: dict[str, Any], state: dict[str
 
 def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t0: float) -> dict[str, Any]:
     h = _open(spec)
-    if start["source"] is not None and h.source.position() != start["source"]:
+    ahead, h.ahead = h.ahead, None
+    taken = None if ahead is None else ahead.take(start["source"], state["quota"], state.get("stop_event"))
+    if ahead is not None and taken is None and (ahead.error is not None or start["source"] is None):
+        _drop(spec)                 # a source that failed, or a round from the beginning: reopen
+        h = _open(spec)
+    if taken is None and start["source"] is not None and h.source.position() != start["source"]:
         h.source.seek(start["source"])
     for name, sink in h.sinks.items():
         pos = start["sinks"].get(name)
         if pos is not None:
             sink.restore(pos)       # a no-op where the file already ends there
-    read, status = _read(h.source, state["quota"], state["timeout"], state["idle_timeout"],
-                         state.get("stop_event"))
+    if taken is not None:
+        read, status = taken
+    else:
+        read, status = _read(h.source, state["quota"], state["timeout"], state["idle_timeout"],
+                             state.get("stop_event"))
     if status == "stopped":
         _drop(spec)                 # nothing written; the round is abandoned and redone on resume
         return {"status": "stopped", "seconds": time.perf_counter() - t0}
@@ -301,7 +370,11 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
     result["source"] = h.source.position()
     result["sinks"] = {name: sink.position() for name, sink in h.sinks.items()}
     result["seconds"] = time.perf_counter() - t0
+    result["read_ahead_seconds"] = ahead.seconds if taken is not None else 0.0
     result["worker"] = _worker_address()
+    if status == "records" and state["quota"] > 0 and state.get("read_ahead", True):
+        h.ahead = _ReadAhead(h.source, state["quota"], state["timeout"], state["idle_timeout"],
+                             state.get("stop_event"))
     return result
 
 

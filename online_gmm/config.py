@@ -84,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": {"directory": None, "every": 5000, "keep": 3},
     "metrics": {"port": None, "address": "127.0.0.1"},   # Prometheus endpoint (online_gmm.metrics)
     # scale-out (online_gmm.scale_out): worker processes of a local cluster, or a scheduler's address
-    "cluster": {"workers": 0, "scheduler": None, "round_size": None},
+    "cluster": {"workers": 0, "scheduler": None, "round_size": None, "read_ahead": True},
     "sinks": {},
 }
 _SINK_NAMES = ("scores", "anomalies", "dead_letters")
@@ -205,6 +205,7 @@ SPECS: dict[str, dict[str, _Spec]] = {
         "workers": _int(0),
         "scheduler": _STR,
         "round_size": _int(1, none=True),
+        "read_ahead": _BOOL,
     },
     "sinks": {
         "path": _STR,

@@ -73,13 +73,19 @@ class ScaleOutPipeline:
         The address of an existing Dask scheduler instead.
     round_size : int, optional
         Good records per partition per round (default: ``[pipeline] batch_size``).
+    read_ahead : bool, optional
+        Whether a worker reads and decodes its partition's next round while the coordinator merges
+        the last one (default: ``[cluster] read_ahead``, true); a worker then holds two rounds of
+        records.
     client : distributed.Client, optional
         An existing client instead of ``workers``/``scheduler`` (not closed here).
     """
 
     def __init__(self, cfg: dict[str, Any], *, workers: int | None = None, scheduler: str | None = None,
-                 round_size: int | None = None, client: Any = None) -> None:
+                 round_size: int | None = None, client: Any = None,
+                 read_ahead: bool | None = None) -> None:
         cl = cfg.get("cluster", {})
+        self.read_ahead = bool(cl.get("read_ahead", True) if read_ahead is None else read_ahead)
         workers = workers if workers is not None else cl.get("workers")
         scheduler = scheduler if scheduler is not None else cl.get("scheduler")
         self.round_size = int(round_size or cl.get("round_size") or cfg["pipeline"]["batch_size"])
@@ -221,7 +227,7 @@ class ScaleOutPipeline:
         ready = online is not None and online.initialised
         return {
             "quota": self.round_size, "timeout": float(self.cfg["source"]["timeout"]),
-            "idle_timeout": idle_timeout, "stop_event": stop_event,
+            "idle_timeout": idle_timeout, "stop_event": stop_event, "read_ahead": self.read_ahead,
             "model": online.to_arrays() if ready else None,
             "model_params": dict(self.cfg["model"]),
             "n_components": online.n_components if ready else None,
@@ -281,9 +287,13 @@ class ScaleOutPipeline:
         self._merge(active, results)
         t2 = time.perf_counter()
         busy: dict[Any, float] = {}                 # each worker's tasks run one after another
+        ahead: dict[Any, float] = {}
         for r in results:
             busy[r.get("worker")] = busy.get(r.get("worker"), 0.0) + r["seconds"]
-        self.timings.append({"wall": t2 - t0, "busiest_worker": max(busy.values()), "merge": t2 - t1})
+            # the reads the tasks took from the read-ahead, done between rounds
+            ahead[r.get("worker")] = ahead.get(r.get("worker"), 0.0) + r.get("read_ahead_seconds", 0.0)
+        self.timings.append({"wall": t2 - t0, "busiest_worker": max(busy.values()), "merge": t2 - t1,
+                             "read_ahead": max(ahead.values())})
         return True
 
     # ------------------------------------------------------------------------------ the merge
