@@ -340,7 +340,8 @@ class OnlineEM:
         self.n_updates += 1
 
     def _propose(self, X: np.ndarray, sample_weight: np.ndarray | None,
-                 batch: tuple[SufficientStatistics, float] | None, extra: tuple[int, float]):
+                 batch: tuple[SufficientStatistics, float] | None, extra: tuple[int, float],
+                 candidates: np.ndarray | None = None):
         """The new state of one stepwise update, not committed (raises ValueError if ill-defined)."""
         assert self.stats is not None and self.params is not None
         n = X.shape[0] + int(extra[0])
@@ -357,7 +358,7 @@ class OnlineEM:
         new = self.stats.scale(a)
         new += batch_stats.scale(b)
         params = new.to_params(self.reg_covar)
-        reseeded = self._reseed_collapsed(new, params, X)
+        reseeded = self._reseed_collapsed(new, params, X if candidates is None else candidates)
         if reseeded:
             params = new.to_params(self.reg_covar)
         if not (new.is_finite() and params.is_finite()):
@@ -384,7 +385,7 @@ class OnlineEM:
 
     def step(self, X: np.ndarray, sample_weight: np.ndarray | None = None,
              batch: tuple[SufficientStatistics, float] | None = None,
-             extra: tuple[int, float] = (0, 0.0)) -> float:
+             extra: tuple[int, float] = (0, 0.0), candidates: np.ndarray | None = None) -> float:
         """One stepwise EM update from a batch; returns the batch's summed log-likelihood.
 
         Raises ValueError, with the state unchanged, if the update is ill-defined (see
@@ -400,8 +401,11 @@ class OnlineEM:
         extra : (int, float)
             Records and sample weight in ``batch`` beyond the rows of ``X`` (e.g. incomplete records
             learned through their conditional expectations); they count in the schedule's clock.
+        candidates : ndarray of shape (n_candidates, n_features), optional
+            Where a collapsed component may be re-seeded (default: the rows of ``X``); e.g. a sample
+            of the stream when the batch's records are elsewhere (the scaled-out coordinator).
         """
-        new, params, reseeded, n, m, ll = self._propose(X, sample_weight, batch, extra)
+        new, params, reseeded, n, m, ll = self._propose(X, sample_weight, batch, extra, candidates)
         if new is None:
             self.n_seen += n
             return ll

@@ -25,8 +25,9 @@ round's start, so nothing is written twice.
 
 Differences from the one-process pipeline (same core, other batches): one update per round instead of
 one per ``batch_size`` records, records learned in partition-round order, the anomaly threshold fixed
-for the duration of a round, a bottom-k refit sample (``[refit] mode = "reservoir"`` only), and no
-re-seeding of a collapsed component (it needs the batch's records, which stay on the workers).
+for the duration of a round, a bottom-k refit sample (``[refit] mode = "reservoir"`` only), and a
+collapsed component re-seeded at a poorly explained record of the round's sample candidates (the
+batch's records stay on the workers) instead of the batch's.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class ScaleOutPipeline:
             f"{fingerprint(cfg)}:scale-out:{self.round_size}".encode()).hexdigest()[:16]
         self.job = uuid.uuid4().hex[:12]
         self.timings: list[dict[str, float]] = []   # per round: wall, busiest worker, merge
+        self._group: Any = None                      # commits checkpointed offsets ([source] group_id)
         self.timeline = Timeline()
         #: callables ``(event, fields)`` told of every round ("batch"), refit, checkpoint and resume,
         #: with the fields :class:`~online_gmm.pipeline.Pipeline` gives them (metrics, JSON logs)
@@ -303,6 +305,7 @@ class ScaleOutPipeline:
         before = (s.records, s.good, s.rejected, s.anomalies, s.learned)
         merged, ll, learned, good = None, 0.0, 0, 0
         warm: list[tuple[int, np.ndarray, np.ndarray]] = []
+        recent: list[np.ndarray] = []               # this round's sample candidates
         loglik = np.zeros(4)
         reasons: list[str] = []
         refused = 0
@@ -332,6 +335,8 @@ class ScaleOutPipeline:
                 self.anomaly.merge(NLLThreshold.from_state(r["threshold"]))
             if r["sample"] is not None:
                 self.sample.offer(*r["sample"])
+                if len(r["sample"][0]):
+                    recent.append(r["sample"][0])
             if r["rows"] is not None and len(r["rows"]):
                 warm.append((p["spec"]["index"], r["rows"], r["row_ids"]))
         s.extra["rounds"] += 1
@@ -340,8 +345,13 @@ class ScaleOutPipeline:
         elif merged is not None:
             online = self._online
             try:
+                # a collapsed component is re-seeded at a poorly explained record of this round's
+                # sample candidates (records of the round, drawn uniformly on the workers), or of the
+                # whole sample when the round offered none: the round's records stay on the workers
+                seeds = np.concatenate(recent) if recent else self.sample.data()
                 online.step(np.empty((0, online.stats.n_features)), batch=(merged, ll),
-                            extra=(learned, float(learned)))
+                            extra=(learned, float(learned)),
+                            candidates=seeds if seeds.shape[0] else None)
                 s.learned += learned
             except ValueError as exc:
                 s.extra["skipped_updates"] += 1
@@ -470,7 +480,29 @@ class ScaleOutPipeline:
             self.summary.checkpoints -= 1
             raise
         self._since_checkpoint = 0
+        self._commit_offsets()
         self._notify("checkpoint", {"path": str(path), "counters": meta["counters"]})
+
+    def _commit_offsets(self) -> None:
+        """Commit every Kafka partition's checkpointed position to ``[source] group_id``, if set.
+
+        The workers read without a group; the group is told how far the job got only once the
+        checkpoint holding those positions is durable, as a one-process pipeline commits.
+        """
+        src = self.cfg["source"]
+        if src["type"] != "kafka" or not src.get("group_id"):
+            return
+        position: dict[str, dict[str, int]] = {}
+        for p in self.parts:
+            for topic, offsets in (p["source"] or {}).items():
+                position.setdefault(topic, {}).update(offsets)
+        if not position:
+            return
+        if self._group is None:
+            from connectors.kafka._offsets import GroupOffsets
+            self._group = GroupOffsets(src["bootstrap_servers"], src["group_id"], client=src["client"],
+                                       settings=src["settings"])
+        self._group.commit(position)
 
     def resume(self) -> bool:
         """Load the newest checkpoint (or record a fresh start); False if there was none."""
@@ -545,6 +577,9 @@ class ScaleOutPipeline:
 
     def close(self) -> None:
         """Close the workers' sources and outputs of this job, the cluster started here, the lock."""
+        if self._group is not None:
+            self._group.close()
+            self._group = None
         try:
             try:
                 self.client.run(close_job, self.job)

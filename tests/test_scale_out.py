@@ -75,6 +75,7 @@ def _config(tmp: Path, servers: str, topic: str) -> Path:
 type = "kafka"
 topics = "{topic}"
 bootstrap_servers = "{servers}"
+group_id = "scale-{tmp.name}"
 fields = {json.dumps(DEMO_FIELDS)}
 max_idle_s = 1.5
 
@@ -204,6 +205,19 @@ def test_every_record_is_counted_once(reference, stream):
     _, meta = _final(tmp)
     assert meta["parts"]["parts"]["model"]["n_seen"] == summary.learned == N - n_bad
     assert summary.refits == 1 and summary.extra["skipped_updates"] == 0
+    # the workers read without a group; the coordinator committed the checkpointed positions to
+    # [source] group_id: every partition's end, as a one-process pipeline's group would hold
+    from connectors.kafka._common import _parse_position
+    from connectors.kafka._offsets import GroupOffsets
+    checkpointed = {}
+    for q in meta["partitions"]:
+        checkpointed.update(_parse_position(q["source"]))
+    assert len(checkpointed) == PARTITIONS and sum(checkpointed.values()) == N
+    group = GroupOffsets(stream[0], f"scale-{tmp.name}", client="kafka-python")
+    try:
+        assert group.committed(sorted(checkpointed)) == checkpointed
+    finally:
+        group.close()
 
 
 def test_observers_metrics_and_report_see_the_whole_job(reference):
@@ -385,3 +399,58 @@ def test_a_stop_abandons_the_waiting_round_and_the_job_resumes_from_the_complete
     resumed, _ = _run(tmp, client)
     assert resumed.resumed_from is not None
     _assert_same_job(tmp, reference[0])
+
+
+def test_a_collapsed_component_is_reseeded_at_a_record_of_the_round(tmp_path, client):
+    """The one-process pipeline re-seeds a component whose weight fell below ``min_weight`` at a
+    poorly explained record of its batch; the coordinator has no batch (its records stay on the
+    workers) and uses the round's sample candidates, records drawn uniformly on the workers."""
+    rng = np.random.default_rng(3)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    for part in range(2):
+        first = centres[rng.integers(0, 3, 1200)] + rng.normal(size=(1200, 2))
+        later = centres[rng.integers(0, 2, 1800)] + rng.normal(size=(1800, 2))  # (0, 10) stops
+        with open(tmp_path / f"events-{part}.jsonl", "w") as fh:
+            for x, y in np.vstack([first, later]).tolist():
+                fh.write(json.dumps({"x": x, "y": y}) + "\n")
+    (tmp_path / "job.toml").write_text(f"""
+[source]
+type = "jsonl"
+path = "{tmp_path / 'events-*.jsonl'}"
+fields = ["x", "y"]
+
+[model]
+n_components = 3
+warm_up = 600
+random_state = 0
+halflife = 300
+min_weight = 0.15
+
+[refit]
+every = 0
+
+[checkpoint]
+directory = "{tmp_path / 'ck'}"
+every = 1000
+
+[cluster]
+round_size = 200
+
+[sinks.scores]
+type = "jsonl"
+path = "{tmp_path / 'out' / 'scores.jsonl'}"
+""")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary, job = _run(tmp_path, client)
+    assert summary.good == 6000
+    reseeds = job._online.reseeds
+    assert reseeds, "the component of the cluster that stopped was never re-seeded"
+    assert any("re-seeded" in str(w.message) for w in caught)
+    params = job._online.params
+    assert params.is_finite() and np.all(params.weights > 0)
+    # every component ends on data that still arrives: none is left on the vanished cluster
+    later = np.array([[0.0, 0.0], [10.0, 0.0]])
+    assert np.min(np.linalg.norm(params.means[:, None, :] - later[None], axis=2), axis=1).max() < 5.0
+    _, meta = _final(tmp_path)
+    assert meta["parts"]["parts"]["model"]["reseeds"] == [list(r) for r in reseeds]
