@@ -22,9 +22,10 @@ for each path.
     python benchmarks/bench_pipeline.py [--records 500000] [--repeats 3] [--paths jsonl,csv,parquet]
     python benchmarks/bench_pipeline.py --kafka      # also Kafka -> Kafka on a local broker
 
-Kafka -> Kafka stops at the n-th record (``pipeline.max_records``), as the bare loops do; its figure
-includes the consumer group's join (about 1 s on the test broker, which the bare loops, reading
-without a group, do not pay).
+Kafka -> Kafka stops at the n-th record (``pipeline.max_records``), as the bare loops do. Like the
+bare loops, the checked runs read the topic without a consumer group (no ``group_id``: the
+checkpoint alone holds the offsets); a run with a group, whose figure also holds the group's join
+(about 1 s on the test broker), is printed for the faster client.
 """
 
 from __future__ import annotations
@@ -304,21 +305,27 @@ def _kafka(tmp: Path, X: np.ndarray, n: int, repeats: int) -> bool:
         print("kafka bare consume (msg/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in raw.items())
               + "; with decoding to a float matrix (records/s): "
               + ", ".join(f"{k} {v:,.0f}" for k, v in bare.items()))
-        for client in ("kafka-python", "confluent"):
+        # the bare loops read without a group; so does the pipeline in the first run of each client
+        # (no group_id: the checkpoint alone holds the offsets). With a group, the figure also holds
+        # the group's join (about 1 s on the test broker): shown for the faster client.
+        for client, grouped in (("kafka-python", False), ("confluent", False), ("confluent", True)):
             rates, shares = [], {}
             for r in range(repeats + 1):
-                sink_topic = f"scores-{client}-{r}"
+                tag = f"{client}-{'g' if grouped else 'n'}-{r}"
+                sink_topic = f"scores-{tag}"
                 create_topic(bs, sink_topic)
+                source = {"type": "kafka", "topics": "events", "bootstrap_servers": bs, "client": client,
+                          "max_idle_s": 1.0, "fields": list(FIELDS), "carry": ["id"]}
+                if grouped:
+                    # the test broker (Tansu) joins a group in about session_timeout / 2 (23 s at the
+                    # clients' default 45 s): the tests' settings
+                    source.update(group_id=f"bench-{tag}",
+                                  settings={"session_timeout_ms": 2000, "heartbeat_interval_ms": 400})
                 cfg = parse_config({
-                    "source": {"type": "kafka", "topics": "events", "bootstrap_servers": bs,
-                               "group_id": f"bench-{client}-{r}", "client": client, "max_idle_s": 1.0,
-                               "fields": list(FIELDS), "carry": ["id"],
-                               # the test broker (Tansu) joins a group in about session_timeout / 2
-                               # (23 s at the clients' default 45 s): the tests' settings
-                               "settings": {"session_timeout_ms": 2000, "heartbeat_interval_ms": 400}},
+                    "source": source,
                     "model": {"n_components": 4, "covariance_type": "full", "random_state": 0},
                     "anomaly": {"quantile": 0.99},
-                    "checkpoint": {"directory": str(tmp / f"k-{client}-{r}" / "state"), "every": 100_000},
+                    "checkpoint": {"directory": str(tmp / f"k-{tag}" / "state"), "every": 100_000},
                     "sinks": {"scores": {"type": "kafka", "topic": sink_topic, "bootstrap_servers": bs,
                                          "client": client}},
                     # stop at the n-th record, as the bare loops do (``online-gmm run`` reads the same
@@ -336,8 +343,9 @@ def _kafka(tmp: Path, X: np.ndarray, n: int, repeats: int) -> bool:
             if bare[client] == fastest:
                 checks.append(_check(rate / fastest >= RATIO_KAFKA,
                                      f"{rate / fastest:.2f}x the fastest bare loop (>= {RATIO_KAFKA})"))
-            ok &= all(c.startswith("PASS") for c in checks)
-            label = f"kafka -> kafka ({client})"
+            if not grouped:
+                ok &= all(c.startswith("PASS") for c in checks)
+            label = f"kafka -> kafka ({client}{', group' if grouped else ''})"
             print(f"{label:<30}{rate:>12,.0f}  " + "; ".join(checks))
             print(f"{'':<30}{'':>12}  time: {fmt_shares(shares)}")
     return ok
