@@ -37,6 +37,7 @@ import time
 import warnings
 import zipfile
 import zlib
+from itertools import chain
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -91,13 +92,91 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+#: canonical JSON: sorted keys, no spaces, ASCII only (NaN and infinities written as NaN, Infinity)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+#: stands for the meta in the encoded outer manifest; replaced by the meta's own encoding
+_META_SLOT = "\x00meta\x00"
+_META_SLOT_JSON = _CANONICAL.encode(_META_SLOT)
+#: types that json encodes as JSON scalars (exact types; subclasses are checked separately)
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+_SEQ = frozenset({list, tuple})
+
+
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return _CANONICAL.encode(obj).encode("utf-8")
+
+
+def _str_keys_only(obj: Any) -> bool:
+    """Whether every dict in ``obj`` (already known to encode: JSON-able and acyclic) has only keys of
+    type ``str`` and every container is a plain ``dict``, ``list`` or ``tuple``.
+
+    Then ``json.loads(json.dumps(obj))`` has the same canonical encoding as ``obj`` itself: only
+    non-str keys (which become strings and so sort differently, or collide) and exotic container
+    subclasses could make the two differ. Checks the types of whole containers at C speed, and of a
+    list of flat lists (a table of rows) in one pass: ~0.35 ms for the pipeline's 50 KB meta.
+    """
+    stack = [obj]
+    pop, extend = stack.pop, stack.extend
+    plain, strs, seqs = _PLAIN.issuperset, _STR.issuperset, _SEQ.issuperset
+    flat = chain.from_iterable
+    while stack:
+        o = pop()
+        cls = type(o)
+        if cls is dict:
+            if not strs(map(type, o)):
+                return False
+            o = o.values()
+        elif cls is not list and cls is not tuple:
+            if isinstance(o, (dict, list, tuple)):   # a subclass: leave it to the round trip
+                return False
+            continue                                 # a scalar (str/int/float subclasses included)
+        if plain(map(type, o)) or (seqs(map(type, o)) and plain(map(type, flat(o)))):
+            continue
+        extend(o)
+    return True
+
+
+def _encode_meta(meta: Any) -> str:
+    """The canonical JSON of ``meta`` as a reader will parse it back.
+
+    Equal to ``_CANONICAL.encode(json.loads(json.dumps(meta)))`` (what is stored and checksummed),
+    but computed with one encoding of ``meta`` when its dicts have str keys only (the common case);
+    otherwise (non-str keys, container subclasses, or an encoding error) by that round trip itself,
+    which also gives the same error as ever for meta that is not JSON-able.
+    """
+    try:
+        text = _CANONICAL.encode(meta)
+    except (TypeError, ValueError):      # not JSON-able, or keys of mixed types that cannot be sorted
+        text = None
+    if text is not None and _str_keys_only(meta):
+        return text
+    try:
+        meta = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"meta must be JSON-able: {exc}") from None
+    return _CANONICAL.encode(meta)
+
+
+def _with_meta(outer: dict[str, Any], meta_json: str) -> bytes:
+    """Canonical JSON of ``outer`` whose "meta" is ``_META_SLOT``, with ``meta_json`` spliced in.
+
+    Equal to the canonical JSON of ``outer`` with the meta in place: nested values encode the same on
+    their own. The slot is found from the end: "meta" sorts after every other manifest key but "seq",
+    whose value is an int, so the last occurrence of the slot's encoding is the meta's value."""
+    head, slot, tail = _CANONICAL.encode(outer).rpartition(_META_SLOT_JSON)
+    if not slot or not tail.startswith(",\"seq\":"):  # pragma: no cover - the layout above is fixed
+        raise AssertionError("manifest layout changed: cannot splice the meta in")
+    return f"{head}{meta_json}{tail}".encode()
 
 
 def _checksum(body: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+    return _checksum_encoded(_canonical(body), arrays)
+
+
+def _checksum_encoded(body_json: bytes, arrays: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
-    h.update(_canonical(body))
+    h.update(body_json)
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])
         h.update(b"\x00" + name.encode("utf-8") + b"\x00")
@@ -106,14 +185,15 @@ def _checksum(body: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _manifest(arrays: Mapping[str, np.ndarray], meta: dict[str, Any], seq: int) -> dict[str, Any]:
-    try:
-        meta = json.loads(json.dumps(meta))
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"meta must be JSON-able: {exc}") from None
-    body = {"format": FORMAT_VERSION, "seq": int(seq), "created": time.time(), "meta": meta,
+def _manifest_bytes(arrays: Mapping[str, np.ndarray], meta: Any, seq: int) -> bytes:
+    """The stored manifest: exactly ``_canonical(manifest)`` of the manifest whose meta is
+    ``json.loads(json.dumps(meta))`` and whose checksum covers the canonical JSON of the other fields,
+    with the meta encoded once (not three times plus a parse)."""
+    meta_json = _encode_meta(meta)
+    body = {"format": FORMAT_VERSION, "seq": int(seq), "created": time.time(), "meta": _META_SLOT,
             "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()}}
-    return {**body, "checksum": _checksum(body, arrays)}
+    checksum = _checksum_encoded(_with_meta(body, meta_json), arrays)
+    return _with_meta({**body, "checksum": checksum}, meta_json)
 
 
 def write_checkpoint(file, arrays: Mapping[str, np.ndarray], meta: dict[str, Any], *, seq: int = 0,
@@ -133,9 +213,8 @@ def write_checkpoint(file, arrays: Mapping[str, np.ndarray], meta: dict[str, Any
         Use ``np.savez_compressed``.
     """
     arrays = _check_arrays(arrays)
-    manifest = _manifest(arrays, meta, seq)
     entries = dict(arrays)
-    entries[_MANIFEST] = np.frombuffer(_canonical(manifest), dtype=np.uint8)
+    entries[_MANIFEST] = np.frombuffer(_manifest_bytes(arrays, meta, seq), dtype=np.uint8)
     (np.savez_compressed if compress else np.savez)(file, **entries)
 
 

@@ -357,3 +357,130 @@ def test_fresh_start_record_round_trip(tmp_path):
     (tmp_path / "fresh-start.json").write_text("{not json")
     with pytest.warns(CheckpointWarning, match="fresh-start.json"):
         assert store.load_start() is None
+
+
+# ================================================================== manifest encoding (meta encoded once)
+def _reference_checkpoint_bytes(arrays, meta, seq, compress=False):
+    """The writer before the meta was encoded once: round trip the meta, canonical JSON of the body
+    for the checksum, canonical JSON of the manifest for the stored bytes (kept as the reference)."""
+    import hashlib
+    import io
+
+    def canonical(obj):
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    meta = json.loads(json.dumps(meta))
+    body = {"format": FORMAT_VERSION, "seq": int(seq), "created": __import__("time").time(),
+            "meta": meta,
+            "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()}}
+    h = hashlib.sha256()
+    h.update(canonical(body))
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(b"\x00" + name.encode("utf-8") + b"\x00")
+        h.update(arr.dtype.str.encode("ascii") + repr(arr.shape).encode("ascii"))
+        h.update(arr.tobytes())
+    manifest = {**body, "checksum": h.hexdigest()}
+    entries = dict(arrays)
+    entries["__manifest__"] = np.frombuffer(canonical(manifest), dtype=np.uint8)
+    buf = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buf, **entries)
+    return buf.getvalue()
+
+
+class _ListSub(list):
+    pass
+
+
+def _metas():
+    from collections import OrderedDict, defaultdict, namedtuple
+    Point = namedtuple("Point", "x y")
+    plain = {
+        "z_last": 1, "a_first": {"nested": {"deeper": [1, 2.5, None, True, False, "s"]}},
+        "floats": [0.1, -0.0, 1e-310, 5e-324, 1.7976931348623157e308, 1e16, float(np.pi)],
+        "nan": float("nan"), "inf": float("inf"), "ninf": float("-inf"),
+        "unicode": "héllo ✓ \U0001f600 \ud800 \"quoted\" \\ \n\t\x00", "ключ ✓": "value",
+        "tuple": (1, (2.0, "x"), [3, {"k": (4,)}]), "rows": [[1.0, 2.0], [3.5, float("nan")]] * 50,
+        "rows_of_tuples": [(1, 2), (3.0, None)], "mixed_rows": [[1, 2], [3, [4]], {"k": [5]}],
+        "big": 10**40, "neg": -(2**63), "empty": {}, "empty_list": [], "empty_str": "",
+        "np_float": np.float64(0.1) * 3, "np_floats": [np.float64(2.5)],
+        "\x00meta\x00": "\x00meta\x00", "slot_like": '"\\u0000meta\\u0000"',
+        "timeline": {"seconds": [i * 0.37 for i in range(40)], "k": list(range(40)),
+                     "threshold": [None] * 20 + [1.25] * 20},
+    }
+    return {
+        "plain": plain,
+        "top_level_list": [plain, 1, "x"],
+        "scalar": 3.5,
+        "int_keys": {"labels": {2: "a", 10: "b", -1: "c"}},
+        "float_bool_none_keys": {"k": {2.5: 1, True: 2, None: 3}, "deep": [{"x": {1.5: [1]}}]},
+        "mixed_keys": {"m": {1: "a", "b": 2, None: 3, 2.5: 4}},
+        "colliding_keys": {"d": {1: "int", "1": "str"}},
+        "str_subclass_key": {"s": {np.str_("b"): 1, "a": 2}},
+        "ordered_dict": OrderedDict([("b", 1), ("a", OrderedDict([("y", 2), ("x", 3)]))]),
+        "defaultdict": {"d": defaultdict(list, {"b": [1], "a": [2]})},
+        "namedtuple": {"p": Point(1, 2.5), "rows": [Point(1, 2)]},
+        "list_subclass": {"l": _ListSub([3, 1, {"b": 1, "a": 2}])},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_metas()))
+@pytest.mark.parametrize("compress", [False, True])
+def test_written_bytes_identical_to_the_round_trip_encoding(tmp_path, monkeypatch, name, compress):
+    import io
+    import time as time_module
+    meta = _metas()[name]
+    arrays = sample_arrays()
+    monkeypatch.setattr(time_module, "time", lambda: 1234567890.123456)   # "created" and zip dates
+    expected = _reference_checkpoint_bytes(arrays, meta, seq=42, compress=compress)
+    buf = io.BytesIO()
+    write_checkpoint(buf, arrays, meta, seq=42, compress=compress)
+    assert buf.getvalue() == expected
+    path = tmp_path / "c.npz"
+    path.write_bytes(buf.getvalue())
+    got_arrays, got_meta = read_checkpoint(path)            # checksum recomputed from the parsed file
+    assert_bitwise_equal(arrays, got_arrays)
+    assert json.dumps(got_meta, sort_keys=True) == json.dumps(json.loads(json.dumps(meta)),
+                                                              sort_keys=True)
+
+
+def test_fast_path_only_for_str_keys_and_plain_containers():
+    from online_gmm.checkpoint import _str_keys_only
+    metas = _metas()
+    for name in ("plain", "top_level_list", "scalar"):
+        assert _str_keys_only(metas[name]), name                      # one encoding, no round trip
+    for name in ("int_keys", "float_bool_none_keys", "str_subclass_key", "ordered_dict",
+                 "defaultdict", "namedtuple", "list_subclass"):
+        assert not _str_keys_only(metas[name]), name                  # falls back to the round trip
+
+
+def test_non_str_keys_read_back_with_a_valid_checksum(tmp_path):
+    write_checkpoint(tmp_path / "a.npz", {"x": np.zeros(2)}, {"labels": {2: "a", 10: "b"}}, seq=1)
+    assert read_checkpoint(tmp_path / "a.npz")[1] == {"labels": {"2": "a", "10": "b"}}
+    with np.load(tmp_path / "a.npz") as npz:
+        raw = json.loads(bytes(npz["__manifest__"]))
+    assert list(raw["meta"]["labels"]) == ["10", "2"]                 # sorted as strings
+    mixed = {"m": {1: "a", "b": 2, None: 3, 2.5: 4, False: 5}}       # cannot be sorted as it is
+    write_checkpoint(tmp_path / "b.npz", {}, mixed, seq=2)
+    assert read_checkpoint(tmp_path / "b.npz")[1] == {"m": {"1": "a", "b": 2, "null": 3, "2.5": 4,
+                                                            "false": 5}}
+    store = CheckpointStore(tmp_path / "store")
+    store.save({"x": np.ones(3)}, {"labels": {3: [1.5], 20: {"k": None}}})
+    assert store.load_latest()[1] == {"labels": {"3": [1.5], "20": {"k": None}}}
+
+
+def test_meta_that_is_not_json_able_raises_the_same_error(tmp_path):
+    class Opaque:
+        pass
+
+    circular: dict = {}
+    circular["self"] = circular
+    for meta in ({"x": Opaque()}, {"k": {(1, 2): 3}}, circular, {"a": np.int64(3)},
+                 {"m": {1: "a", "b": Opaque()}}, {"s": {1, 2}}):
+        with pytest.raises(TypeError if meta is not circular else ValueError) as ref:
+            json.dumps(meta)
+        with pytest.raises(CheckpointError) as got:
+            write_checkpoint(tmp_path / "bad.npz", {"x": np.zeros(1)}, meta)
+        assert str(got.value) == f"meta must be JSON-able: {ref.value}"
+        assert not (tmp_path / "bad.npz").exists()
