@@ -31,7 +31,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -124,6 +124,10 @@ def _as_column(values: Any) -> Any:
     if isinstance(values, (np.ndarray, DictColumn)):
         return values
     return object_column(list(values))
+
+
+def _done() -> None:
+    """The durable part of a flush that was already durable."""
 
 
 def constant_column(value: Any, n: int) -> np.ndarray:
@@ -368,6 +372,18 @@ class Sink(abc.ABC):
 
         Raises :class:`ConnectorError` if any record could not be delivered.
         """
+
+    def flush_async(self) -> Callable[[], None]:
+        """Start a flush whose durable part may run on another thread: returns that part.
+
+        After the call, :meth:`position` is the position that will be durable once the returned
+        callable has run (on any thread; it raises :class:`ConnectorError` like :meth:`flush`).
+        Until then the caller must not rely on it: a pipeline writes its checkpoint only after the
+        callable returned, and keeps writing records meanwhile. The default flushes here and
+        returns a no-op; file sinks hand the fsync over.
+        """
+        self.flush()
+        return _done
 
     def position(self) -> Position:
         """A JSON-serialisable snapshot of how much has been durably written (``None`` if untracked)."""

@@ -114,6 +114,10 @@ class DeadLetterSink(Sink):
         """Flush the wrapped sink."""
         self.sink.flush()
 
+    def flush_async(self):
+        """The wrapped sink's :meth:`~connectors.base.Sink.flush_async`."""
+        return self.sink.flush_async()
+
     def position(self) -> Position:
         """The wrapped sink's position."""
         return self.sink.position()

@@ -12,7 +12,7 @@ import math
 import operator
 import os
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -89,6 +89,30 @@ class _FileSink(Sink):
         except OSError as exc:
             raise ConnectorError(f"cannot flush {self.path!r}: {exc}") from exc
         self._durable = self._fh.tell()
+
+    def flush_async(self) -> Callable[[], None]:
+        """Write out what is buffered now and return its fsync, to run on any thread.
+
+        :meth:`position` is at once the size written out; the returned callable makes it durable
+        (on a duplicate of the file's descriptor, so that closing the sink meanwhile is safe).
+        """
+        self._check_open()
+        try:
+            self._fh.flush()
+            fd = os.dup(self._fh.fileno())
+        except OSError as exc:
+            raise ConnectorError(f"cannot flush {self.path!r}: {exc}") from exc
+        self._durable = self._fh.tell()
+        path = self.path
+
+        def sync() -> None:
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise ConnectorError(f"cannot flush {path!r}: {exc}") from exc
+            finally:
+                os.close(fd)
+        return sync
 
     def position(self) -> Position:
         """``{"path": path, "size": durable_size}``: the size as of the last :meth:`flush`."""

@@ -29,6 +29,7 @@ a job killed before its first checkpoint can undo what it wrote (see :mod:`onlin
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -363,16 +364,46 @@ class CheckpointStore:
         Path
             The new checkpoint file.
         """
-        self._writer = True
-        self.clean_temporaries()
+        return self.save_encoded(*self.encode(arrays, meta))
+
+    def encode(self, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> tuple[int, bytes]:
+        """The next checkpoint's sequence number and bytes, for :meth:`save_encoded`.
+
+        ``arrays`` and ``meta`` are read here, so they may change afterwards: the bytes are a
+        snapshot, which :meth:`save_encoded` may write on another thread. Only one checkpoint may be
+        between the two calls at a time.
+
+        Returns
+        -------
+        seq : int
+        data : bytes
+            The whole ``.npz`` file.
+        """
         existing = self.checkpoints()
         seq = max(self._last_seq, existing[-1][0] if existing else 0) + 1
+        buf = io.BytesIO()
+        write_checkpoint(buf, arrays, meta, seq=seq, compress=self.compress)
+        return seq, buf.getvalue()
+
+    def save_encoded(self, seq: int, data: bytes) -> Path:
+        """Write checkpoint ``seq`` from :meth:`encode`'s bytes atomically, and apply retention.
+
+        A hidden temporary file in the directory, flushed and fsynced, renamed into place, then the
+        directory fsynced; only then are checkpoints beyond the newest ``keep`` deleted.
+
+        Returns
+        -------
+        Path
+            The new checkpoint file.
+        """
+        self._writer = True
+        self.clean_temporaries()
         final = self.directory / f"ckpt-{seq:09d}.npz"
         fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.directory)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as fh:
-                write_checkpoint(fh, arrays, meta, seq=seq, compress=self.compress)
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
@@ -383,7 +414,7 @@ class CheckpointStore:
                 pass
             raise
         _fsync_directory(self.directory)
-        self._last_seq = seq
+        self._last_seq = max(self._last_seq, seq)
         for _, old in self.checkpoints()[:-self.keep]:
             try:
                 old.unlink()

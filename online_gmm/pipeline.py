@@ -36,6 +36,7 @@ import numpy as np
 
 from connectors.base import Reject, records_from_columns, take_columns
 from connectors.deadletter import DeadLetterSink
+from online_gmm._durable import DurableCheckpoint
 from online_gmm._online import rng_state_from_json, rng_state_to_json
 from online_gmm._reading import GoodRecords
 from online_gmm._records import score_columns, values_raw
@@ -179,6 +180,7 @@ class Pipeline:
         self._next_label = 0
         self._stop = threading.Event()
         self._started = False
+        self._pending: DurableCheckpoint | None = None   # a checkpoint being made durable
         self._since_checkpoint = 0
         self._since_refit = 0
         self._last_data: float | None = None   # when the source last gave a record (idle timeout)
@@ -299,6 +301,8 @@ class Pipeline:
             if status == "end":
                 break
             if status == "idle":
+                if self._pending is not None:   # waiting for records: report a durable checkpoint
+                    self._finish_checkpoint(block=False)
                 if idle_timeout is not None and time.monotonic() - since >= idle_timeout:
                     status = "idle-timeout"
                     break
@@ -343,8 +347,10 @@ class Pipeline:
                 warnings.warn(f"refit skipped at record {self.summary.good}: {exc}", RuntimeWarning,
                               stacklevel=2)
                 self._since_refit = 0
+        if self._pending is not None:
+            self._finish_checkpoint(block=False)
         if self.store is not None and self._since_checkpoint >= self.checkpoint_every:
-            self.checkpoint()
+            self.checkpoint(wait=False)
 
     def _score_and_learn(self, X: np.ndarray, columns: dict[str, Any], position: Any) -> np.ndarray:
         """Score the batch, learn it, and write its score records as columns.
@@ -570,27 +576,55 @@ class Pipeline:
         meta["parts"] = packed_meta
         return arrays, meta
 
-    def checkpoint(self) -> None:
-        """Flush sinks, write one durable checkpoint, then commit the source's offsets."""
-        for sink in self.sinks.values():
-            if sink is not None:
-                sink.flush()
-        if self.store is None:
-            return
-        if self.summary.records == 0 and not self.store.checkpoints():
+    def checkpoint(self, *, wait: bool = True) -> None:
+        """Flush sinks, write one durable checkpoint, then commit the source's offsets.
+
+        The state is taken here, at a batch boundary. Its durable part (the file sinks' fsync, then
+        the checkpoint file's write, fsync and rename) runs on this thread, or with ``wait=False``
+        (the periodic checkpoints of :meth:`run`) on a background thread while the next batches
+        are processed: the checkpoint becomes visible only once the sinks' records it counts are
+        durable, so a kill meanwhile resumes from the previous one, as before. The source's commit
+        and the observers' ``checkpoint`` event follow its completion (seen after a batch, at the
+        next checkpoint or at :meth:`close`); its error, if any, is raised there.
+        """
+        self._finish_checkpoint()
+        syncs = [sink.flush_async() for sink in self.sinks.values() if sink is not None]
+        if self.store is None or (self.summary.records == 0 and not self.store.checkpoints()):
+            for sync in syncs:
+                sync()
             return
         self.summary.checkpoints += 1       # counted in the checkpoint itself, as `inspect` shows it
         try:
             arrays, meta = self._state()
-            path = self.store.save(arrays, meta)
+            seq, data = self.store.encode(arrays, meta)     # a snapshot: the state goes on changing
         except BaseException:
             self.summary.checkpoints -= 1
+            for sync in syncs:
+                sync()
             raise
         self._since_checkpoint = 0
+        self._pending = DurableCheckpoint(syncs, self.store, seq, data, meta)
+        if wait:
+            self._pending.run()
+            self._finish_checkpoint()
+        else:
+            self._pending.start()
+
+    def _finish_checkpoint(self, block: bool = True) -> None:
+        """After the pending checkpoint is durable: commit the source, tell the observers (or raise
+        its error). Without ``block``, only if it is done already."""
+        job = self._pending
+        if job is None or (not block and job.running()):
+            return
+        job.join()
+        self._pending = None
+        if job.error is not None:
+            raise job.error
+        meta = job.meta
         if self.source.commits:        # a Kafka source without a group: the checkpoint is the record
             self.source.commit(meta["source_position"])
         if self.observers:
-            self._notify("checkpoint", {"path": str(path), "counters": meta["counters"]})
+            self._notify("checkpoint", {"path": str(job.path), "counters": meta["counters"]})
 
     def resume(self) -> bool:
         """Load the newest good checkpoint, seek the source and restore the sinks; False if none."""
@@ -677,7 +711,10 @@ class Pipeline:
     def close(self) -> None:
         """Close the source and every sink, then release the checkpoint directory's lock."""
         try:
-            self.source.close()
+            try:
+                self._finish_checkpoint()
+            finally:
+                self.source.close()
             for sink in self.sinks.values():
                 if sink is not None:
                     sink.close()

@@ -2,6 +2,7 @@
 
 import json
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from connectors.base import ConnectorError
 from connectors.deadletter import DeadLetterSink
 from connectors.files import JSONLinesSink, JSONLinesSource
 from online_gmm import OnlineGaussianMixture
@@ -469,3 +471,66 @@ def test_a_batch_the_core_cannot_learn_is_dead_lettered_and_the_stream_goes_on(t
     assert len(simulated) == calls[2] and all("line" in d for d in simulated)
     assert len((tmp_path / "fail.jsonl").read_text().splitlines()) == s.good
     assert pipe.online.n_seen == s.good
+
+
+class _SlowDisk(JSONLinesSink):
+    """A JSON lines sink whose fsync waits for the test: the checkpoint's durable part is pending."""
+
+    def __init__(self, path, gate, fail=False):
+        super().__init__(path)
+        self.gate, self.fail, self.started = gate, fail, threading.Event()
+
+    def flush_async(self):
+        sync = super().flush_async()
+
+        def slow():
+            self.started.set()
+            assert self.gate.wait(60)
+            sync()
+            if self.fail:
+                from connectors.base import ConnectorError
+                raise ConnectorError("disk full (simulated)")
+        return slow
+
+
+def test_a_checkpoint_is_visible_only_once_its_records_are_durable(tmp_path, events):
+    """The periodic checkpoint's fsyncs and file run on a thread while the next batches are
+    processed; until the sink's fsync returned, the newest checkpoint is the previous one (a kill
+    then resumes from it), and the checkpoint's event comes once it is done."""
+    path, _ = events
+    gate = threading.Event()
+    pipe = _pipeline(tmp_path, path, refit_every=0)
+    pipe.sinks["scores"].close()
+    pipe.sinks["scores"] = slow = _SlowDisk(str(tmp_path / "slow.jsonl"), gate)
+    seen, while_pending = [], []
+    pipe.observers.append(lambda event, fields: seen.append(event))
+
+    def progress(summary):
+        if pipe._pending is not None and not gate.is_set():
+            assert slow.started.wait(30)
+            # the first checkpoint is not visible, and not reported, while its fsync waits
+            assert pipe.store.checkpoints() == [] and "checkpoint" not in seen
+            while_pending.append(summary.batches)
+            if len(while_pending) == 3:
+                gate.set()
+
+    s = pipe.run(progress=progress)
+    pipe.close()
+    assert len(while_pending) == 3        # three batches were processed while it was pending
+    assert s.checkpoints >= 2 and len(pipe.store.checkpoints()) == min(s.checkpoints, pipe.store.keep)
+    assert seen.count("checkpoint") == s.checkpoints
+    meta = pipe.store.load_latest()[1]
+    assert meta["counters"]["records"] == s.records == 8000
+
+
+def test_a_failed_durable_part_stops_the_job_with_its_error(tmp_path, events):
+    path, _ = events
+    gate = threading.Event()
+    gate.set()
+    pipe = _pipeline(tmp_path, path, refit_every=0)
+    pipe.sinks["scores"].close()
+    pipe.sinks["scores"] = _SlowDisk(str(tmp_path / "slow.jsonl"), gate, fail=True)
+    with pytest.raises(ConnectorError, match="disk full"):
+        pipe.run()
+    pipe.close()
+    assert pipe.store.checkpoints() == []      # nothing claims records the disk may not hold
