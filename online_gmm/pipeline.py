@@ -19,11 +19,15 @@
 On start the newest good checkpoint is loaded, the source seeks to its position and file sinks are
 truncated to the sizes they had, so a killed process resumes with nothing lost and nothing counted
 twice.
+
+This module holds the run loop, the batch boundaries and the refits; the scoring and learning of a
+batch are in :mod:`online_gmm._pipeline_scoring`, checkpoints and resuming in
+:mod:`online_gmm._pipeline_state`, and reading a checkpoint back as a model (:func:`load_model`,
+:func:`load_online`, re-exported here with :func:`fingerprint`) in :mod:`online_gmm._pipeline_loading`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import threading
@@ -34,13 +38,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from connectors.base import Reject, records_from_columns, take_columns
 from connectors.deadletter import DeadLetterSink
 from online_gmm._durable import DurableCheckpoint
-from online_gmm._online import rng_state_from_json, rng_state_to_json
+from online_gmm._pipeline_loading import fingerprint, load_model, load_online  # noqa: F401 - re-exported
+from online_gmm._pipeline_scoring import _ScoringMixin
+from online_gmm._pipeline_state import _StateMixin
 from online_gmm._reading import GoodRecords
-from online_gmm._records import score_columns, values_raw
-from online_gmm.checkpoint import CheckpointStore, pack, unpack
+from online_gmm.checkpoint import CheckpointStore
 from online_gmm.model_spec import ModelSpec, check_random_state
 from online_gmm.refit import BICHistory, Reservoir, refit
 from online_gmm.timeline import Timeline
@@ -49,8 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover - the estimator (scikit-learn) is imported
     from online_gmm.estimator import OnlineGaussianMixture
 
 __all__ = ["Pipeline", "RunSummary"]
-
-_STATE_VERSION = 2   # 2: t-digest anomaly threshold, block reservoir, warm-up row ids
 
 
 @dataclass
@@ -76,7 +78,7 @@ class RunSummary:
                                               "batches", "refits", "checkpoints")}
 
 
-class Pipeline:
+class Pipeline(_ScoringMixin, _StateMixin):
     """A resumable streaming job around one online Gaussian mixture.
 
     Parameters
@@ -352,92 +354,6 @@ class Pipeline:
         if self.store is not None and self._since_checkpoint >= self.checkpoint_every:
             self.checkpoint(wait=False)
 
-    def _score_and_learn(self, X: np.ndarray, columns: dict[str, Any], position: Any) -> np.ndarray:
-        """Score the batch, learn it, and write its score records as columns.
-
-        Returns the rows that may enter the refit sample (neither flagged nor refused), shape (n,).
-        """
-        online = self._online
-        n = X.shape[0]
-        flags = np.zeros(n, dtype=bool)
-        learned = [n]
-        base = self.summary.good - n          # id of the first row: good records before this batch
-        ids = np.arange(base, base + n, dtype=np.int64)
-        warming = not online.initialised
-
-        def decide(log_p: np.ndarray) -> np.ndarray:
-            if self.anomaly is not None:
-                flags[:] = self.anomaly.flag_many(-log_p)
-            mask = ~flags if self.anomaly_policy == "protect" else np.ones_like(flags)
-            learned[0] = int(mask.sum())
-            return mask
-
-        try:
-            fused, skip_above = self._skip_rule(n)
-            if fused:
-                out, refused = online.score_learn(X, skip_above=skip_above, ids=ids)
-                if out is not None:
-                    decide(out[1])
-            else:
-                out, refused = online.score_then_learn(X, decide, ids=ids)
-                if out is not None:
-                    out = (np.exp(out[0]), out[1])
-        except ValueError as exc:
-            # the core could not learn the batch and could name no record for it (it leaves its
-            # state as it was): the whole batch goes to the dead letters, and the stream goes on
-            out, learned[0], flags[:] = None, n, False
-            refused = [(int(i), f"the model could not learn the batch holding this record: {exc}")
-                       for i in ids.tolist()]
-        self.summary.learned += learned[0]
-        self.summary.n_components = online.n_components if online.initialised else None
-        keep = np.ones(n, dtype=bool)
-        if refused:
-            keep = self._quarantine(refused, X, ids, columns, position)
-            X, columns, flags = X[keep], take_columns(columns, keep), flags[keep]
-            if out is not None:
-                out = (out[0][keep], out[1][keep])
-            n = X.shape[0]
-        if warming:
-            self._remember_warm_up(X, ids[keep], columns, online.initialised, refused)
-        self.summary.anomalies += int(flags.sum())
-        if out is not None:
-            finite = np.isfinite(out[1])
-            kept = finite & ~flags
-            self._batch_loglik = (int(finite.sum()), float(out[1][finite].sum()), int(kept.sum()),
-                                  float(out[1][kept].sum()))
-        if flags.any():
-            self.timeline.add_flagged(X[flags])
-        keep[keep] = ~flags
-        scores_sink, anomalies_sink = self.sinks["scores"], self.sinks["anomalies"]
-        if scores_sink is None and anomalies_sink is None:
-            return keep
-        cols = score_columns(columns, out, flags, X, self._labels,
-                             responsibilities=self.include_responsibilities,
-                             features=self.include_features)
-        if scores_sink is not None:
-            scores_sink.write_columns(cols)
-        if anomalies_sink is not None and flags.any():
-            anomalies_sink.write_columns(take_columns(cols, flags))
-        return keep
-
-    def _skip_rule(self, n: int) -> tuple[bool, float | None]:
-        """Whether the next batch of ``n`` records can take the one-pass step, and its skip rule.
-
-        The one pass (:meth:`OnlineEM.score_learn`) needs to know, before it scores, which scores
-        keep a record out of the model: none (no threshold, or the ``flag`` policy, or a quantile
-        still short of ``min_samples`` for the whole batch) or those above the threshold as it stood
-        before the batch. Only the batch in which a quantile reaches ``min_samples`` compares part
-        of its records with a threshold made within it: it takes the two-pass step.
-        """
-        a = self.anomaly
-        if a is None or self.anomaly_policy != "protect":
-            return True, None
-        if a.active_:
-            return True, float(a.threshold_)
-        if a.n_seen_ + n <= a.min_samples:
-            return True, None
-        return False, None
-
     def _after_batch(self, n_read: int, before: tuple[int, int, int, int], rejects: list,
                      seconds: float) -> None:
         """Count the batch in the timeline and tell the observers (``before``: good, rejected,
@@ -467,55 +383,6 @@ class Pipeline:
         for observer in self.observers:
             observer(event, fields)
 
-    def _quarantine(self, refused: list[tuple[int, str]], X: np.ndarray, ids: np.ndarray,
-                    columns: dict[str, Any], position: Any) -> np.ndarray:
-        """Dead-letter the records the model refused; returns the rows of this batch that remain.
-
-        A record refused by the warm-up fit may come from an earlier batch: it was written to the
-        scores as warming up, and its position comes from the warm-up's record of positions.
-        """
-        s = self.summary
-        why = dict(refused)
-        here = np.isin(ids, np.fromiter(why, dtype=np.int64, count=len(why)))
-        rejects = []
-        for i in np.flatnonzero(here).tolist():
-            meta = {k: v for k, v in records_from_columns(take_columns(columns, [i]))[0].items()}
-            rejects.append(Reject(why[int(ids[i])], values_raw(X[i]), meta))
-        earlier = sorted(set(why) - set(ids[here].tolist()))
-        if earlier:
-            where = {rid: (block, j) for block in (self._warm_up_meta or [])
-                     for j, rid in enumerate(block["ids"])}
-            for rid in earlier:
-                if rid in where:
-                    block, j = where[rid]
-                    meta, raw = dict(zip(block["keys"], block["rows"][j])), values_raw(np.asarray(block["x"][j]))
-                else:
-                    meta, raw = {"record": rid}, b""
-                rejects.append(Reject(why[rid], raw, {**meta, "refused_after": "warm-up fit"}))
-        s.good -= len(rejects)
-        s.rejected += len(rejects)
-        s.learned -= len(rejects)
-        if self.sinks["dead_letters"] is not None:
-            self.sinks["dead_letters"].write_rejects(rejects, position)
-        return ~here
-
-    def _remember_warm_up(self, X: np.ndarray, ids: np.ndarray, columns: dict[str, Any],
-                          done: bool, refused: list[tuple[int, str]]) -> None:
-        """Keep the positions and values of the rows buffered by the warm-up (its fit may refuse one
-        of them later); once the fit is made, the rows it kept are handed to the refit sample."""
-        blocks = self._warm_up_meta or []
-        if done:
-            gone = {rid for rid, _ in refused}
-            rows = [x for b in blocks for rid, x in zip(b["ids"], b["x"]) if rid not in gone] + X.tolist()
-            self._warm_up_rows_kept = np.asarray(rows, dtype=np.float64).reshape(-1, X.shape[1])
-            self._warm_up_meta = None
-            return
-        # one block per batch: its column names in order, one list of values per row (JSON keeps
-        # lists in order, so a resumed job writes the same dead letters)
-        keys = list(columns)
-        rows = list(map(list, zip(*(columns[k].tolist() for k in keys)))) if keys else [[]] * len(ids)
-        self._warm_up_meta = blocks + [{"keys": keys, "ids": ids.tolist(), "rows": rows, "x": X.tolist()}]
-
     # ------------------------------------------------------------------------------ refits
     def refit_now(self) -> dict[str, Any]:
         """Refit the reservoir for every candidate K now; returns the BIC history row."""
@@ -542,172 +409,7 @@ class Pipeline:
             self._notify("refit", {"row": self.history.rows[-1]})
         return result.row
 
-    # ------------------------------------------------------------------------------ checkpoints
-    def _state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        parts: dict[str, tuple[dict[str, np.ndarray], Any]] = {}
-        meta: dict[str, Any] = {
-            "version": _STATE_VERSION,
-            "fingerprint": self.fingerprint,
-            "counters": self.summary.counters(),
-            "since_refit": self._since_refit,
-            "source_position": self.source.position(),
-            "feature_names": self.feature_names,
-            "sink_positions": {name: (s.position() if s is not None else None)
-                               for name, s in self.sinks.items()},
-            "labels": None if self._labels is None else self._labels.tolist(),
-            "next_label": self._next_label,
-            "refit_rng": rng_state_to_json(self._refit_rng),
-            "n_components": None if self._online is None else self._online.n_components,
-            "n_features": None if self._online is None else self._online.stats.n_features
-            if self._online.stats is not None else self.model.n_features_in_,
-            "model_params": {k: v for k, v in self.model.get_params().items()
-                             if isinstance(v, (int, float, str, bool, type(None)))},
-            "anomaly": None if self.anomaly is None else self.anomaly.to_state(),
-            "warm_up_rows": self._warm_up_meta,
-            "timeline": self.timeline.to_state(),     # optional: absent in older v2 checkpoints
-            "config": self.config,
-        }
-        if self._online is not None:
-            parts["model"] = self._online.to_arrays()
-        parts["reservoir"] = self.reservoir.to_arrays() if self.reservoir.n_features is not None \
-            else ({}, None)
-        parts["history"] = self.history.to_arrays()
-        arrays, packed_meta = pack(parts)
-        meta["parts"] = packed_meta
-        return arrays, meta
-
-    def checkpoint(self, *, wait: bool = True) -> None:
-        """Flush sinks, write one durable checkpoint, then commit the source's offsets.
-
-        The state is taken here, at a batch boundary. Its durable part (the file sinks' fsync, then
-        the checkpoint file's write, fsync and rename) runs on this thread, or with ``wait=False``
-        (the periodic checkpoints of :meth:`run`) on a background thread while the next batches
-        are processed: the checkpoint becomes visible only once the sinks' records it counts are
-        durable, so a kill meanwhile resumes from the previous one, as before. The source's commit
-        and the observers' ``checkpoint`` event follow its completion (seen after a batch, at the
-        next checkpoint or at :meth:`close`); its error, if any, is raised there.
-        """
-        self._finish_checkpoint()
-        syncs = [sink.flush_async() for sink in self.sinks.values() if sink is not None]
-        if self.store is None or (self.summary.records == 0 and not self.store.checkpoints()):
-            for sync in syncs:
-                sync()
-            return
-        self.summary.checkpoints += 1       # counted in the checkpoint itself, as `inspect` shows it
-        try:
-            arrays, meta = self._state()
-            seq, data = self.store.encode(arrays, meta)     # a snapshot: the state goes on changing
-        except BaseException:
-            self.summary.checkpoints -= 1
-            for sync in syncs:
-                sync()
-            raise
-        self._since_checkpoint = 0
-        self._pending = DurableCheckpoint(syncs, self.store, seq, data, meta)
-        if wait:
-            self._pending.run()
-            self._finish_checkpoint()
-        else:
-            self._pending.start()
-
-    def _finish_checkpoint(self, block: bool = True) -> None:
-        """After the pending checkpoint is durable: commit the source, tell the observers (or raise
-        its error). Without ``block``, only if it is done already."""
-        job = self._pending
-        if job is None or (not block and job.running()):
-            return
-        job.join()
-        self._pending = None
-        if job.error is not None:
-            raise job.error
-        meta = job.meta
-        if self.source.commits:        # a Kafka source without a group: the checkpoint is the record
-            self.source.commit(meta["source_position"])
-        if self.observers:
-            self._notify("checkpoint", {"path": str(job.path), "counters": meta["counters"]})
-
-    def resume(self) -> bool:
-        """Load the newest good checkpoint, seek the source and restore the sinks; False if none."""
-        if self.store is None:
-            return False
-        loaded = self.store.load_latest()
-        if loaded is None:
-            self._fresh_start()
-            return False
-        arrays, meta, path = loaded
-        if meta.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"{path}: pipeline state version {meta.get('version')!r} is not this version's "
-                f"({_STATE_VERSION}); it was written by another online-gmm release: resume it with that "
-                "release, or start this job with a new checkpoint directory")
-        if self.fingerprint is not None and meta.get("fingerprint") not in (None, self.fingerprint):
-            raise ValueError(
-                f"{path} was written with a different model/pipeline configuration; use another "
-                "checkpoint directory or the original configuration")
-        parts = unpack(arrays, meta["parts"])
-        for k, v in meta["counters"].items():
-            setattr(self.summary, k, int(v))
-        self._since_refit = int(meta["since_refit"])
-        self._since_checkpoint = 0
-        self._labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
-        self._next_label = int(meta["next_label"])
-        rng_state_from_json(self._refit_rng, meta["refit_rng"])
-        if "model" in parts:
-            self._ensure_online(int(meta["n_features"]))
-            self._online.n_components = int(meta["n_components"])
-            self._online.load_arrays(*parts["model"])
-        if parts.get("reservoir") and parts["reservoir"][1] is not None:
-            self.reservoir = Reservoir.from_arrays(*parts["reservoir"])
-        self.history = BICHistory.from_arrays(*parts["history"])
-        self.timeline = Timeline.from_state(meta.get("timeline"))
-        self._warm_up_meta = meta.get("warm_up_rows")
-        if self.anomaly is not None and meta["anomaly"] is not None:
-            self.anomaly = type(self.anomaly).from_state(meta["anomaly"])
-        for name, pos in meta["sink_positions"].items():
-            sink = self.sinks.get(name)
-            if sink is not None and pos is not None:
-                sink.restore(pos)
-        if meta["source_position"] is not None:
-            self.source.seek(meta["source_position"])
-        self.summary.resumed_from = str(path)
-        self.summary.n_components = meta["n_components"]
-        if self.observers:
-            self._notify("resume", {"path": str(path), "counters": dict(meta["counters"]),
-                                    "n_components": meta["n_components"]})
-        return True
-
-    def _fresh_start(self) -> None:
-        """No checkpoint yet: undo what an earlier attempt of this job wrote, and record the start.
-
-        The sinks' positions before the job's first write are kept in the checkpoint directory
-        (``fresh-start.json``). An attempt killed (or crashed, or out of disk) before its first
-        checkpoint left its output behind; the next fresh start finds the record and restores every
-        sink to it (file sinks are truncated), so the outputs end exactly as an uninterrupted run's.
-        A record written under another configuration fingerprint belongs to another job and is
-        replaced. A Kafka sink cannot take records back (see ``docs/refit-checkpoint.md``).
-        """
-        import warnings
-
-        from connectors.base import PositionError
-
-        assert self.store is not None
-        record = self.store.load_start()
-        if record is not None and record.get("fingerprint") == self.fingerprint:
-            for name, pos in (record.get("sink_positions") or {}).items():
-                sink = self.sinks.get(name)
-                if sink is None or pos is None:
-                    continue
-                try:
-                    sink.restore(pos)
-                except PositionError as exc:   # the output was moved, shortened or replaced by hand
-                    warnings.warn(f"fresh start: the {name} sink continues from its current end: {exc}",
-                                  RuntimeWarning, stacklevel=3)
-        self.store.save_start({
-            "fingerprint": self.fingerprint,
-            "sink_positions": {name: (s.position() if s is not None else None)
-                               for name, s in self.sinks.items()},
-        })
-
+    # ------------------------------------------------------------------------------ close
     def close(self) -> None:
         """Close the source and every sink, then release the checkpoint directory's lock."""
         try:
@@ -721,79 +423,3 @@ class Pipeline:
         finally:
             if self.store is not None:
                 self.store.unlock()
-
-
-def load_online(path: str | Any) -> tuple[Any, ModelSpec, dict[str, Any], dict[str, Any]]:
-    """The fitted online state of a pipeline checkpoint (file or directory), without scikit-learn.
-
-    Works for one-process and scaled-out jobs' checkpoints alike.
-
-    Returns
-    -------
-    online : online_gmm._online.OnlineEM
-    spec : ModelSpec
-        The model's parameters, with ``n_components`` the current K.
-    meta : dict
-        The checkpoint's metadata (counters, feature names, ...).
-    parts : dict
-        The checkpoint's parts, ``{name: (arrays, meta)}`` (model, sample, history).
-
-    Raises
-    ------
-    CheckpointError
-        No checkpoint, no model yet, or a model still warming up.
-    """
-    from pathlib import Path
-
-    from online_gmm.checkpoint import CheckpointError, read_checkpoint
-    p = Path(path)
-    if p.is_dir():
-        loaded = CheckpointStore(p).load_latest()
-        if loaded is None:
-            raise CheckpointError(f"no checkpoint in {str(p)!r}")
-        arrays, meta, _ = loaded
-    else:
-        arrays, meta = read_checkpoint(p)
-    parts = unpack(arrays, meta["parts"])
-    if "model" not in parts:
-        raise CheckpointError(f"{path}: the checkpoint holds no model yet")
-    spec = ModelSpec(**{**meta["model_params"], "n_components": int(meta["n_components"])})
-    online = spec._new_online(int(meta["n_features"]), check_random_state(spec.random_state))
-    online.n_components = int(meta["n_components"])
-    online.load_arrays(*parts["model"])
-    if not online.initialised:
-        raise CheckpointError(f"{path}: the model is still warming up")
-    return online, spec, meta, parts
-
-
-def load_model(path: str) -> tuple[OnlineGaussianMixture, dict[str, Any], dict[str, Any]]:
-    """A fitted :class:`OnlineGaussianMixture` from a pipeline checkpoint (file or directory).
-
-    Returns
-    -------
-    model : OnlineGaussianMixture
-    meta : dict
-        The checkpoint's metadata (counters, feature names, ...).
-    parts : dict
-        The checkpoint's parts, ``{name: (arrays, meta)}`` (model, reservoir, history).
-    """
-    online, spec, meta, parts = load_online(path)
-    return spec.estimator()._adopt(online), meta, parts
-
-
-def fingerprint(cfg: Mapping[str, Any]) -> str:
-    """A short hash of the settings that change what the model's state means.
-
-    A checkpoint written under one fingerprint is refused under another: the model, the fields read,
-    the batch size (batch boundaries), the anomaly and refit settings. Where the job stops
-    (``max_records``), what the outputs include, and where refits run (``dask_scheduler``) may change
-    between runs.
-    """
-    relevant = {
-        "model": cfg.get("model"),
-        "fields": cfg.get("source", {}).get("fields") or cfg.get("source", {}).get("columns"),
-        "batch_size": cfg.get("pipeline", {}).get("batch_size"),
-        "anomaly": cfg.get("anomaly"),
-        "refit": {k: v for k, v in cfg.get("refit", {}).items() if k != "dask_scheduler"},
-    }
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
