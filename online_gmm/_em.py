@@ -380,20 +380,31 @@ class Scorer:
             resp, norm = self._resp_chunk(Xc)
             w = None if sample_weight is None else sample_weight[a:b]
             total += float(norm.sum() if w is None else norm @ w)
-            # the chunk as the kernel centred it for the E-step (and its squares): no second pass
-            buf = self._buffers(b - a)
-            rt = resp.T if w is None else resp.T * w                # (K, rows)
-            if sums.add(buf["centred"], rt, squares=buf.get("squares"), xt1=buf.get("centred1"),
-                        buf=buf["z"]):
-                continue
-            chunk = SufficientStatistics.from_resp(
-                buf["centred"], resp, w, covariance_type=ctype, buf=buf["z"],
-                centre=self.prep["c"], squares=buf.get("squares"))
-            stats = SufficientStatistics.accumulate(stats, chunk)
+            stats = self._chunk_statistics(sums, stats, resp, w, b - a)
+        return self._pass_statistics(sums, stats, k_comp, d), total
+
+    def _chunk_statistics(self, sums: PassAccumulator, stats: SufficientStatistics | None,
+                          resp: np.ndarray, w: np.ndarray | None, rows: int) -> SufficientStatistics | None:
+        """Add a chunk's statistics, from the chunk as the kernel centred it for the E-step (and
+        its squares: no second pass), to the pass's raw sums, or (a chunk whose correction would
+        cancel digits) to ``stats`` by Chan's formula; returns ``stats``."""
+        buf = self._buffers(rows)
+        rt = resp.T if w is None else resp.T * w                    # (K, rows)
+        if sums.add(buf["centred"], rt, squares=buf.get("squares"), xt1=buf.get("centred1"),
+                    buf=buf["z"]):
+            return stats
+        chunk = SufficientStatistics.from_resp(
+            buf["centred"], resp, w, covariance_type=self.params.covariance_type, buf=buf["z"],
+            centre=self.prep["c"], squares=buf.get("squares"))
+        return SufficientStatistics.accumulate(stats, chunk)
+
+    def _pass_statistics(self, sums: PassAccumulator, stats: SufficientStatistics | None,
+                         k_comp: int, d: int) -> SufficientStatistics:
+        """The pass's statistics: its corrected raw sums merged with the chunks added apart."""
         summed = sums.statistics()
         if summed is not None:
             stats = summed if stats is None else SufficientStatistics.accumulate(summed, stats)
-        return (stats if stats is not None else SufficientStatistics.zeros(k_comp, d, ctype)), total
+        return stats if stats is not None else SufficientStatistics.zeros(k_comp, d, self.params.covariance_type)
 
     def score_statistics(self, X: np.ndarray, skip_above: float | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, SufficientStatistics, float]:
@@ -451,23 +462,10 @@ class Scorer:
                     total += float(norm[keep].sum())
             else:
                 total += float(norm.sum())
-            buf = self._buffers(b - a)
-            rt = resp.T if w is None else resp.T * w                # (K, rows)
-            if sums.add(buf["centred"], rt, squares=buf.get("squares"), xt1=buf.get("centred1"),
-                        buf=buf["z"]):
-                continue
-            chunk = SufficientStatistics.from_resp(
-                buf["centred"], resp, w, covariance_type=ctype, buf=buf["z"],
-                centre=self.prep["c"], squares=buf.get("squares"))
-            stats = SufficientStatistics.accumulate(stats, chunk)
-        summed = sums.statistics()
-        if summed is not None:
-            stats = summed if stats is None else SufficientStatistics.accumulate(summed, stats)
-        if stats is None:
-            stats = SufficientStatistics.zeros(k_comp, d, ctype)
+            stats = self._chunk_statistics(sums, stats, resp, w, b - a)
         if learned is not None and learned.all():
             learned = None
-        return resp_out, log_p, learned, stats, total
+        return resp_out, log_p, learned, self._pass_statistics(sums, stats, k_comp, d), total
 
 
 def _flat(buf: np.ndarray, shape: tuple) -> np.ndarray:
