@@ -680,3 +680,44 @@ def test_config_selects_the_client(kafka_broker, kafka_topic, client):
     finally:
         src.close()
         sink.close()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_group_offsets_commit_without_joining_and_are_refused_while_a_member_is_active(
+        kafka_broker, kafka_topic, kafka_group, client):
+    """What a scaled-out coordinator does with ``[source] group_id``: commit the checkpointed offsets
+    to the group without joining it; another client of the group then reads them. A group with an
+    active member refuses such commits (the job stops with the broker's reason)."""
+    from connectors.kafka._offsets import GroupOffsets
+
+    servers = kafka_broker.bootstrap_servers
+    topic = kafka_topic(partitions=2, prefix="offsets")
+    group = kafka_group()
+    offsets = GroupOffsets(servers, group, client=client)
+    try:
+        offsets.commit({topic: {"0": 7, "1": 3}})
+        assert offsets.committed([(topic, 0), (topic, 1)]) == {(topic, 0): 7, (topic, 1): 3}
+    finally:
+        offsets.close()
+    reader = KafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    try:
+        assert reader.committed(TopicPartition(topic, 0)) == 7
+    finally:
+        reader.close()
+
+    busy = kafka_group()
+    member = KafkaConsumer(topic, bootstrap_servers=servers, group_id=busy, enable_auto_commit=False,
+                           **KAFKA_GROUP_SETTINGS)
+    try:
+        deadline = time.monotonic() + 30
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(200)
+        assert member.assignment(), "the member never joined its group"
+        offsets = GroupOffsets(servers, busy, client=client)
+        try:
+            with pytest.raises(ConnectorError, match=f"could not commit offsets .* to group '{busy}'"):
+                offsets.commit({(topic, 0): 5})
+        finally:
+            offsets.close()
+    finally:
+        member.close()
