@@ -16,6 +16,10 @@ Records that the update cannot use are kept out of it, each with a reason (:data
   distance from the median in the warm-up) and a bisection finds the fewest of the first ones whose
   exclusion makes the update well-defined. The rest is learned; nothing is committed before that.
   The search runs only after a failure: a clean batch is one update, as before.
+
+The warm-up (its buffer, its fit and the provisional fit) is in :mod:`online_gmm._online_warmup`, the
+prequential steps (score, then learn) in :mod:`online_gmm._online_prequential`; :class:`OnlineEM`
+inherits them.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from online_gmm._guards import (
     _check_scale,
     _mixture_variances,
     _refusal,
-    _trimmed_variances,
     rng_state_from_json,
     rng_state_to_json,
     screen_extreme,
 )
+from online_gmm._online_prequential import _PrequentialMixin
+from online_gmm._online_warmup import _WarmUpMixin
 from online_gmm._schedule import StepSchedule
 from online_gmm._suffstats import SufficientStatistics
 
@@ -47,16 +52,11 @@ __all__ = ["MAX_ABS", "SCALE_LIMIT", "ComponentReseededWarning", "OnlineEM", "Re
            "RefusedRecordsError", "rng_state_from_json", "rng_state_to_json", "screen_extreme"]
 
 
-#: growth of the warm-up buffer after which a provisional fit starts afresh (see
-#: :meth:`OnlineEM.provisional`)
-_PROVISIONAL_GROWTH = 1.25
-
-
 class ComponentReseededWarning(UserWarning):
     """A component's weight collapsed and it was moved to poorly explained points."""
 
 
-class OnlineEM:
+class OnlineEM(_WarmUpMixin, _PrequentialMixin):
     """The state of stepwise EM.
 
     Parameters
@@ -117,67 +117,6 @@ class OnlineEM:
                 raise RuntimeError("the model has no parameters yet (still warming up)")
             self._scorer = Scorer(self.params)
         return self._scorer
-
-    def provisional(self) -> tuple[SufficientStatistics, GaussianParams] | None:
-        """A model of the rows buffered so far, for predictions before the warm-up ends.
-
-        A short stream (fewer rows than the warm-up) still gets a model as soon as ``n_components``
-        rows are buffered. The buffer is fitted as at the end of the warm-up (batch EM, the warm-up's
-        starts); while it grows by less than a factor of two since that fit, later calls refine the
-        previous provisional parameters by EM on the whole buffer instead (a few iterations), so
-        that asking after every small batch costs about one fresh fit per doubling. The state is not
-        changed: the buffer, the clock and the random state (restored after the fit) are those of a
-        stream where nobody asked, and the warm-up ends exactly as it would have.
-
-        Returns
-        -------
-        (SufficientStatistics, GaussianParams) or None
-            The buffer's statistics (not decayed by the schedule) and their M-step; None while fewer
-            than ``n_components`` rows are buffered, after the warm-up, or when the buffer cannot be
-            fitted (e.g. an extreme record that the warm-up's end would refuse).
-        """
-        if self.initialised:
-            return None
-        rows = sum(len(b) for b in self._buf_X)
-        if rows < self.n_components or self.buffered <= 0:
-            return None
-        cached = getattr(self, "_provisional", None)
-        if cached is not None and cached[0] == self._buf_version:
-            return cached[2]
-        from online_gmm._em import run_em
-
-        Xb, wb = np.concatenate(self._buf_X), np.concatenate(self._buf_w)
-        w = None if bool(np.all(wb == 1.0)) else wb
-        state = self.rng.get_state()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if cached is None or cached[2] is None or rows >= _PROVISIONAL_GROWTH * cached[1]:
-                    result, fresh, anchor = self.initialise(Xb, w), rows, None
-                else:
-                    # EM from the last fresh fit's parameters (not from the last refinement: the
-                    # answer depends on when the caller asked only through that fit)
-                    fresh, anchor = cached[1], cached[3]
-                    result = run_em(Xb, anchor, reg_covar=self.reg_covar,
-                                    tol=getattr(self.initialise, "tol", 1e-3),
-                                    max_iter=max(1, getattr(self.initialise, "max_iter", 100)),
-                                    sample_weight=w)
-            stats = result.stats
-            if stats is None:                   # max_iter == 0
-                stats, _ = Scorer(result.params).expected_statistics(Xb, w)
-            params = stats.to_params(self.reg_covar)
-            if not (stats.is_finite() and params.is_finite()):
-                raise ValueError("non-finite provisional fit")
-            _check_scale(params, _trimmed_variances(Xb, self.reg_covar))
-            out: tuple[SufficientStatistics, GaussianParams] | None = (stats, params)
-            if anchor is None:
-                anchor = params
-        except ValueError:
-            out, fresh, anchor = None, rows, None
-        finally:
-            self.rng.set_state(state)
-        self._provisional = (self._buf_version, fresh, out, anchor)
-        return out
 
     def set_state(self, stats: SufficientStatistics, params: GaussianParams, t: float) -> None:
         """Install statistics and their parameters (after a batch fit, a refit, or a merge)."""
@@ -240,104 +179,6 @@ class OnlineEM:
             log_resp, log_p = self.scorer().log_resp(X)
             refused += self._guarded_step(X, sample_weight, ids, log_resp, log_p, err, on_refused)
         return refused
-
-    def _buffer(self, X: np.ndarray, w: np.ndarray, ids: np.ndarray, on_refused: str) -> list[Refused]:
-        """Buffer warm-up rows; fit the buffer when it is full (culprits of a failed fit removed)."""
-        self._buf_X.append(np.array(X, dtype=np.float64, copy=True))
-        self._buf_w.append(np.array(w, dtype=np.float64, copy=True))
-        self._buf_ids.append(np.array(ids, dtype=np.int64, copy=True))
-        self._buf_version += 1
-        self.n_seen += X.shape[0]
-        self.weight_seen += float(w.sum())
-        if not (self.buffered >= self.warm_up and sum(len(b) for b in self._buf_X) >= self.n_components):
-            return []
-        rng_state = self.rng.get_state()
-        try:
-            self._finish_warm_up()
-            return []
-        except ValueError as err:
-            first_error = err
-        Xb, wb = np.concatenate(self._buf_X), np.concatenate(self._buf_w)
-        idb = np.concatenate(self._buf_ids)
-        # least plausible first: the largest robust distance from the median in any feature
-        med = np.median(Xb, axis=0)
-        dev = np.abs(Xb - med)
-        mad = np.median(dev, axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.max(dev / np.maximum(mad, np.finfo(float).tiny), axis=1)
-        order = np.argsort(-z, kind="stable")
-        ok = np.ones(len(Xb), dtype=bool)
-
-        def fits(k: int) -> bool:
-            mask = ok.copy()
-            mask[order[:k]] = False
-            self.rng.set_state(rng_state)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    self._fit_buffer(Xb[mask], wb[mask])
-                return True
-            except ValueError:
-                return False
-
-        k = _bisect(fits, 0, max(0, len(Xb) - self.n_components))
-        self.rng.set_state(rng_state)
-        if k is None:                                   # not caused by a few records
-            self._unbuffer_last()
-            raise first_error
-        bad = order[:k]
-        what = "non-finite" if "non-finite" in str(first_error) else "ill-defined covariances"
-        refused = [(int(idb[i]), (f"learning this record would give the warm-up fit {what} (the "
-                                  f"record lies {z[i]:.3g} median absolute deviations from the "
-                                  "buffer's median)"))
-                   for i in np.sort(bad).tolist()]
-        if on_refused == "raise" and np.isin(idb[bad], self._buf_ids[-1]).any():
-            self._unbuffer_last()
-            raise _refusal(refused)
-        keep = ok
-        keep[bad] = False
-        self._buf_X, self._buf_w, self._buf_ids = [Xb[keep]], [wb[keep]], [idb[keep]]
-        self._buf_version += 1
-        self.n_seen -= int(bad.size)
-        self.weight_seen -= float(wb[bad].sum())
-        # as in a stream without the culprits: the warm-up ends once enough rows are buffered
-        if self.buffered >= self.warm_up:
-            self._finish_warm_up()
-        return refused
-
-    def _unbuffer_last(self) -> None:
-        self._buf_version += 1
-        X, w = self._buf_X.pop(), self._buf_w.pop()
-        self._buf_ids.pop()
-        self.n_seen -= X.shape[0]
-        self.weight_seen -= float(w.sum())
-
-    def _fit_buffer(self, Xb: np.ndarray, wb: np.ndarray) -> tuple[SufficientStatistics, GaussianParams, float]:
-        """The warm-up fit of buffered rows: statistics, parameters (their M-step) and the clock."""
-        uniform = bool(np.all(wb == 1.0))
-        result = self.initialise(Xb, None if uniform else wb)
-        stats = result.stats
-        if stats is None:  # max_iter == 0: statistics under the starting parameters
-            stats, _ = Scorer(result.params).expected_statistics(Xb, None if uniform else wb)
-        t = float(wb.sum())
-        n_eff = self.schedule.n_eff(t)
-        if stats.total_weight > 0:
-            stats.decay(n_eff / stats.total_weight)
-        # parameters are always the M-step of the statistics, so a reload reproduces them exactly
-        params = stats.to_params(self.reg_covar)
-        if not (stats.is_finite() and params.is_finite()):
-            raise ValueError("the warm-up fit produced non-finite parameters")
-        _check_scale(params, _trimmed_variances(Xb, self.reg_covar))
-        return stats, params, t
-
-    def _finish_warm_up(self) -> None:
-        stats, params, t = self._fit_buffer(np.concatenate(self._buf_X), np.concatenate(self._buf_w))
-        self.set_state(stats, params, t)
-        self._buf_X.clear()
-        self._buf_w.clear()
-        self._buf_ids.clear()
-        self._provisional = None
-        self.n_updates += 1
 
     def _propose(self, X: np.ndarray, sample_weight: np.ndarray | None,
                  batch: tuple[SufficientStatistics, float] | None, extra: tuple[int, float],
@@ -476,113 +317,6 @@ class OnlineEM:
         if mask.any():
             self.step(X[mask], None if sample_weight is None else w[mask], batch=batch_of(mask))
         return refused
-
-    def score_then_learn(self, X: np.ndarray, learn: Callable[[np.ndarray], np.ndarray] | None = None,
-                         *, ids: np.ndarray | None = None, report_refused: bool = False):
-        """Prequential step: score a batch under the current parameters, then learn it, one E-step.
-
-        Records that would make the update ill-defined, and values beyond :data:`MAX_ABS`, are kept
-        out of the model (see the module docstring); they are scored like any other record.
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_samples, n_features), finite
-        learn : callable(log_p) -> bool ndarray of shape (n_samples,), optional
-            Given the scores, which rows to learn (all when omitted); e.g. skip flagged anomalies.
-        ids : ndarray of int64 of shape (n_samples,), optional
-            Names of the rows in the refusals (default: their indices in ``X``). Rows buffered by the
-            warm-up keep their ids (also through :meth:`to_arrays`), so the refusals at the end of the
-            warm-up may name rows of earlier calls.
-        report_refused : bool, default=False
-            Return ``(out, refused)``; implied by ``ids``. Without either, a batch with a record to
-            keep out raises :class:`RefusedRecordsError` (a ValueError naming them) and the state is
-            unchanged.
-
-        Returns
-        -------
-        out : (log_resp, log_p) or None
-            Computed before learning, of shapes (n_samples, K) and (n_samples,); ``None`` while
-            warming up (the rows are buffered and learned at the end of the warm-up).
-        refused : list of (id, reason)
-            Only with ``ids`` or ``report_refused``: the records kept out of the model, in id order
-            per cause (too large first, then those found by the search).
-        """
-        report = report_refused or ids is not None
-        mode = "skip" if report else "raise"
-        n = X.shape[0]
-        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        if ids.shape != (n,):
-            raise ValueError(f"ids must have shape ({n},), got {ids.shape}")
-        if not self.initialised:
-            refused = self.update(X, ids=ids, on_refused=mode)
-            return (None, refused) if report else None
-        log_resp, log_p = self.scorer().log_resp(X)
-        mask = np.ones(n, dtype=bool) if learn is None else np.asarray(learn(log_p), dtype=bool)
-        keep, refused = screen_extreme(X, ids)
-        if refused:                      # only the rows that were to be learned are refused
-            refused = [r for r, i in zip(refused, np.flatnonzero(~keep).tolist()) if mask[i]]
-            mask &= keep
-            if refused and not report:
-                raise _refusal(refused)
-        if mask.all():
-            Xl, lr, lp, il = X, log_resp, log_p, ids
-        else:
-            Xl, lr, lp, il = X[mask], log_resp[mask], log_p[mask], ids[mask]
-        if Xl.shape[0]:
-            stats = SufficientStatistics.from_resp(Xl, np.exp(lr), covariance_type=self.covariance_type)
-            try:
-                self.step(Xl, batch=(stats, float(lp.sum())))
-            except ValueError as err:
-                refused = refused + self._guarded_step(Xl, None, il, lr, lp, err, mode)
-        out = (log_resp, log_p)
-        return (out, refused) if report else out
-
-    def score_learn(self, X: np.ndarray, *, skip_above: float | None = None,
-                    ids: np.ndarray | None = None) -> tuple[tuple[np.ndarray, np.ndarray] | None, list]:
-        """The pipeline's prequential step in one pass: score a batch, then learn it.
-
-        What :meth:`score_then_learn` does with ``learn=lambda log_p: ~((-log_p > skip_above) |
-        (-log_p == inf))``, but the scores and the statistics come from one read of the batch
-        (:meth:`Scorer.score_statistics`), and responsibilities are returned instead of their logs.
-        A batch with a value beyond :data:`MAX_ABS`, the warm-up, and an update found ill-defined
-        take :meth:`score_then_learn`'s path (same records learned, same refusals).
-
-        Parameters
-        ----------
-        X : ndarray of shape (n_samples, n_features), finite
-        skip_above : float, optional
-            Rows whose score ``-log p(x)`` is above it, or ``+inf``, are scored but not learned;
-            None: every row is learned.
-        ids : ndarray of int64 of shape (n_samples,), optional
-            Names of the rows in the refusals (default: their indices in ``X``).
-
-        Returns
-        -------
-        out : (resp, log_p) or None
-            Of shapes (n_samples, K) and (n_samples,), under the parameters before the batch was
-            learned; None while warming up.
-        refused : list of (id, reason)
-        """
-        n = X.shape[0]
-        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-        if not self.initialised or screen_extreme(X, ids)[1]:
-            def learn(log_p: np.ndarray) -> np.ndarray:
-                if skip_above is None:
-                    return np.ones(log_p.shape[0], dtype=bool)
-                return (-log_p <= skip_above) & (log_p > -np.inf)
-            out, refused = self.score_then_learn(X, learn, ids=ids)
-            return (None if out is None else (np.exp(out[0]), out[1])), refused
-        resp, log_p, learned, stats, ll = self.scorer().score_statistics(X, skip_above)
-        Xl = X if learned is None else X[learned]
-        refused: list = []
-        if Xl.shape[0]:
-            try:
-                self.step(Xl, batch=(stats, ll))
-            except ValueError as err:         # rare: find the culprits on the logs of the scores
-                il = ids if learned is None else ids[learned]
-                lr, lp = self.scorer().log_resp(Xl)
-                refused = self._guarded_step(Xl, None, il, lr, lp, err, "skip")
-        return (resp, log_p), refused
 
     def _reseed_collapsed(self, stats: SufficientStatistics, params: GaussianParams,
                           X: np.ndarray) -> list[int]:
