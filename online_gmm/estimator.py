@@ -1,4 +1,10 @@
-"""``OnlineGaussianMixture``: scikit-learn's ``GaussianMixture`` API, plus ``partial_fit``."""
+"""``OnlineGaussianMixture``: scikit-learn's ``GaussianMixture`` API, plus ``partial_fit``.
+
+This module holds the estimator's parameters, the validation of its input, and fitting (``fit``,
+``partial_fit``, ``merge``, ``from_statistics``); the fitted attributes and state are in
+:mod:`online_gmm._estimator_fitted`, inference (scores, predictions, BIC/AIC, sampling) in
+:mod:`online_gmm._estimator_inference`, both inherited by the estimator.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from online_gmm._array_api import (
     DISPATCH_INITS,
@@ -22,9 +28,11 @@ from online_gmm._array_api import (
 )
 from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
+from online_gmm._estimator_fitted import _PROVISIONAL_NAMES, _FittedStateMixin
+from online_gmm._estimator_inference import _InferenceMixin
 from online_gmm._guards import _MAX_ABS64
 from online_gmm._init import check_inits
-from online_gmm._online import OnlineEM, RefusedRecordsError, screen_extreme
+from online_gmm._online import RefusedRecordsError, screen_extreme
 from online_gmm._sklearn_support import (
     VerbosePrinter,
     rows_message,
@@ -40,11 +48,8 @@ __all__ = ["OnlineGaussianMixture"]
 #: input dtypes kept (the fitted attributes and the per-sample outputs take the input's)
 _FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
 
-_PROVISIONAL_NAMES = frozenset({"_params_", "weights_", "means_", "covariances_",
-                                "precisions_cholesky_"})
-
-
-class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
+class OnlineGaussianMixture(_FittedStateMixin, _InferenceMixin, DensityMixin, BaseEstimator,
+                            OnlineModelParams):
     """Gaussian mixture fitted by batch EM (``fit``) or stepwise online EM (``partial_fit``).
 
     ``fit`` is scikit-learn's :class:`~sklearn.mixture.GaussianMixture` EM: from the same starting
@@ -395,47 +400,7 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
                 self.__dict__.pop(name, None)
         return self
 
-    # ================================================================== fitted state
-    def _adopt(self, online: OnlineEM) -> "OnlineGaussianMixture":
-        """Make ``online`` (past its warm-up, e.g. a pipeline's) this model's fitted state; returns self.
-
-        The model shares ``online``: it follows the updates made to it until its next fit. A model
-        not fitted by EM reports ``converged_=False`` and ``n_iter_=0``.
-        """
-        self._online = online
-        self.n_components = online.n_components
-        self.n_features_in_ = online.stats.n_features
-        for name, value in (("converged_", False), ("n_iter_", 0), ("lower_bound_", -np.inf),
-                            ("lower_bounds_", [])):
-            if not hasattr(self, name):
-                setattr(self, name, value)
-        self._publish(online.params)
-        return self
-
-    def _publish(self, params: GaussianParams) -> None:
-        """Make ``params`` the fitted attributes, in the dtype of the data the model was fitted on.
-
-        The parameters themselves (``_params_``), the statistics and all the arithmetic stay float64:
-        float32 data are read chunk by chunk into the kernels' float64 buffers, so float32 input
-        halves the memory the E-step streams through without rounding the statistics to float32
-        (whose sums over many rows, at an offset of 1e4, would keep only about 3 digits).
-        """
-        self._params_ = params
-        cast = self._cast
-        self.weights_ = cast(params.weights)
-        self.means_ = cast(params.means)
-        self.covariances_ = cast(params.covariance_matrices())   # derived if given as precisions
-        self.precisions_cholesky_ = cast(params.precisions_cholesky)
-
-    def _cast(self, a: np.ndarray):
-        """``a`` (float64) in the dtype of the data the model was fitted on, and in its array
-        namespace and on its device under array API dispatch."""
-        dtype = self.__dict__.get("_out_dtype", np.float64)
-        if dtype != np.float64:
-            a = a.astype(dtype)
-        space = self.__dict__.get("_space")
-        return a if space is None else to_space(a, space)
-
+    # ================================================================== pickling, tags
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         if state.get("_space") is not None:
@@ -452,155 +417,6 @@ class OnlineGaussianMixture(DensityMixin, BaseEstimator, OnlineModelParams):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True      # see online_gmm._array_api
         return tags
-
-    @property
-    def precisions_(self) -> np.ndarray:
-        """Precision matrices (shape as ``covariances_``), derived from ``precisions_cholesky_``
-        when first read: ``partial_fit`` publishes new parameters on every call, and most callers
-        never read this."""
-        if not hasattr(self, "_params_"):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute 'precisions_'")
-        return self._cast(self._params_.precisions())
-
-    def __getattr__(self, name: str) -> Any:
-        # Reached only when ordinary lookup fails. While ``partial_fit`` is still warming up, the
-        # fitted attributes are those of the buffer's provisional fit (OnlineEM.provisional), made
-        # here when one is first read after new data: a short stream has a model as soon as
-        # ``n_components`` rows were seen, and a stream that never asks pays nothing.
-        if name in _PROVISIONAL_NAMES:
-            online = self.__dict__.get("_online")
-            if online is not None and not online.initialised:
-                fitted = online.provisional()
-                if fitted is not None:
-                    self._publish(fitted[1])
-                    return self.__dict__[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "_params_")
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "_params_") and hasattr(self, "_online"):
-            from sklearn.exceptions import NotFittedError
-            seen = self._online.n_seen
-            why = (f"a provisional model needs at least n_components={self.n_components}"
-                   if seen < self.n_components else
-                   "the rows buffered so far could not be fitted (ill-defined covariances)")
-            raise NotFittedError(
-                f"This {type(self).__name__} is still warming up and has seen {seen} rows: {why} "
-                f"(the warm-up buffers {self._online.warm_up} samples before its first update). "
-                "Call partial_fit with more data, or fit.")
-        check_is_fitted(self)
-
-    @property
-    def stats_(self) -> SufficientStatistics:
-        """The statistics the parameters are the M-step of (while warming up: the buffer's, not
-        yet counted by the step-size schedule)."""
-        self._check_fitted()
-        online = self._online
-        if not online.initialised:
-            return online.provisional()[0]
-        return online.stats
-
-    @property
-    def n_samples_seen_(self) -> int:
-        if not hasattr(self, "_online"):
-            raise AttributeError("n_samples_seen_")
-        return self._online.n_seen
-
-    @property
-    def reseeds_(self) -> list:
-        return list(self._online.reseeds) if hasattr(self, "_online") else []
-
-    def _scorer(self):
-        self._check_fitted()
-        online = self._online
-        if online.params is not self._params_:
-            from online_gmm._em import Scorer
-            return Scorer(self._params_)
-        return online.scorer()
-
-    # ================================================================== inference
-    def score_samples(self, X) -> np.ndarray:
-        """Log-likelihood of each sample, shape (n_samples,).
-
-        Decreases with the distance from the components up to the largest finite floats: -inf where
-        the squared Mahalanobis distance overflows, never NaN.
-        """
-        X = self._host(X, "score_samples")
-        out = self._scorer().score_samples(X).astype(X.dtype, copy=False)
-        return to_space(out, self.__dict__.get("_space"))
-
-    def score(self, X, y=None) -> float:
-        """Mean log-likelihood of ``X`` (the mean of ``score_samples``, in its dtype, as
-        scikit-learn computes it)."""
-        X = self._host(X, "score")
-        return float(self._scorer().score_samples(X).astype(X.dtype, copy=False).mean())
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Posterior probability of each component, shape (n_samples, n_components).
-
-        A row so far from every component that its density is zero under all of them
-        (``score_samples`` gives -inf) belongs to the component nearest it in Mahalanobis distance
-        (evaluated on the row scaled down by a power of two; equal distances share equally).
-        """
-        X = self._host(X, "predict_proba")
-        log_resp, _ = self._scorer().log_resp(X)
-        return to_space(np.exp(log_resp).astype(X.dtype, copy=False), self.__dict__.get("_space"))
-
-    def predict(self, X) -> np.ndarray:
-        """Most probable component of each sample, shape (n_samples,) (``predict_proba``'s argmax)."""
-        X = self._host(X, "predict")
-        return to_space(self._scorer().predict(X), self.__dict__.get("_space"))
-
-    def _estimate_weighted_log_prob(self, X) -> np.ndarray:
-        return self._scorer().weighted_log_prob(X)
-
-    def bic(self, X) -> float:
-        """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        X = self._host(X, "bic")
-        log_lik = float(self._scorer().score_samples(X).sum())
-        return float(-2 * log_lik + self._n_parameters() * np.log(X.shape[0]))
-
-    def aic(self, X) -> float:
-        """Akaike information criterion of the model on ``X`` (lower is better)."""
-        X = self._host(X, "aic")
-        return float(-2 * float(self._scorer().score_samples(X).sum()) + 2 * self._n_parameters())
-
-    def _n_parameters(self) -> int:
-        self._check_fitted()
-        return self._params_.n_parameters()
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            float64, as scikit-learn's (in the fitted data's namespace and on its device under
-            array API dispatch).
-        y : ndarray of shape (n_samples,)
-            Component of each sample.
-        """
-        self._check_fitted()
-        if n_samples < 1:
-            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. It must be >= 1.")
-        rng = check_random_state(self.random_state)
-        params = self._params_                          # float64 NumPy, whatever was published
-        weights, means, cov = params.weights, params.means, params.covariance_matrices()
-        counts = rng.multinomial(n_samples, weights)
-        d = means.shape[1]
-        if self.covariance_type == "full":
-            X = np.vstack([rng.multivariate_normal(m, c, int(n)) for m, c, n in
-                           zip(means, cov, counts)])
-        elif self.covariance_type == "tied":
-            X = np.vstack([rng.multivariate_normal(m, cov, int(n)) for m, n in zip(means, counts)])
-        else:
-            X = np.vstack([m + rng.standard_normal(size=(n, d)) * np.sqrt(c) for m, c, n in
-                           zip(means, cov, counts)])
-        y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
-        space = self.__dict__.get("_space")
-        return to_space(X, space), to_space(y, space)
 
     # ================================================================== map-reduce
     def merge(self, other: "OnlineGaussianMixture") -> "OnlineGaussianMixture":
