@@ -19,7 +19,26 @@ __all__ = ["DurableCheckpoint"]
 
 class DurableCheckpoint:
     """The durable part of one checkpoint: the sinks' fsyncs, then the checkpoint file (its bytes
-    encoded at the batch boundary), on a background thread or the caller's."""
+    encoded at the batch boundary), on a background thread or the caller's.
+
+    Parameters
+    ----------
+    syncs : list of callable
+        The sinks' :meth:`~connectors.base.Sink.flush_async` results, run first, in order.
+    store : CheckpointStore
+    seq : int
+    data : bytes
+        From :meth:`CheckpointStore.encode`.
+    meta : dict
+        The checkpoint's meta (positions and counters, for the commit and the event after it).
+
+    Attributes
+    ----------
+    path : Path or None
+        The checkpoint file, once written.
+    error : BaseException or None
+        What stopped the durable part, if anything.
+    """
 
     def __init__(self, syncs: list[Callable[[], None]], store: Any, seq: int, data: bytes,
                  meta: dict[str, Any]) -> None:
@@ -29,6 +48,8 @@ class DurableCheckpoint:
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
+        """Do the durable part here (the caller's thread, or the one :meth:`start` made); an error
+        is kept in :attr:`error` for the pipeline's thread to raise."""
         try:
             for sync in self.syncs:
                 sync()
@@ -38,12 +59,15 @@ class DurableCheckpoint:
         self.data = b""
 
     def start(self) -> None:
+        """Run :meth:`run` on a new daemon thread."""
         self._thread = threading.Thread(target=self.run, name="online-gmm-checkpoint", daemon=True)
         self._thread.start()
 
     def running(self) -> bool:
+        """Whether the thread of :meth:`start` is still at work."""
         return self._thread is not None and self._thread.is_alive()
 
     def join(self) -> None:
+        """Wait for the thread of :meth:`start`, if any."""
         if self._thread is not None:
             self._thread.join()
