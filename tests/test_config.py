@@ -56,6 +56,8 @@ def _with(section, **keys):
     ("source", "missing", "drop", r"\[source\] missing must be one of 'reject', 'nan'"),
     ("source", "max_idle_s", -1, r"\[source\] max_idle_s"),
     ("source", "header", 1, r"\[source\] header must be true or false"),
+    ("cluster", "read_ahead", "yes", r"\[cluster\] read_ahead must be true or false"),
+    ("cluster", "round_size", 0, r"\[cluster\] round_size"),
     # the model's keys are checked by the estimator's own constraints, at load
     ("model", "n_components", 0, r"\[model\] .*'n_components'"),
     ("model", "covariance_type", "fool", r"\[model\] .*'covariance_type'"),
