@@ -165,16 +165,22 @@ class Timers:
 
     def __init__(self) -> None:
         self.t: dict[str, float] = defaultdict(float)
+        self._depth: dict[str, int] = defaultdict(int)
 
     def wrap(self, obj, name: str, bucket: str) -> None:
         fn = getattr(obj, name)
 
         def timed(*a, **k):
+            # a wrapped call inside another of its bucket (score_learn's two-pass fallback calls
+            # score_then_learn) is counted once, by the outer call
+            self._depth[bucket] += 1
             t = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
-                self.t[bucket] += time.perf_counter() - t
+                self._depth[bucket] -= 1
+                if self._depth[bucket] == 0:
+                    self.t[bucket] += time.perf_counter() - t
         setattr(obj, name, timed)
 
 

@@ -452,9 +452,7 @@ class Scorer:
             log_p[a:b] = norm
             w = None
             if learned is not None:
-                keep = learned[a:b]
-                np.less_equal(-norm, skip_above, out=keep)
-                keep &= norm > -np.inf                              # a score of +inf: flagged
+                keep = learned_rows(norm, skip_above, out=learned[a:b])
                 if keep.all():
                     total += float(norm.sum())
                 else:
@@ -466,6 +464,15 @@ class Scorer:
         if learned is not None and learned.all():
             learned = None
         return resp_out, log_p, learned, self._pass_statistics(sums, stats, k_comp, d), total
+
+
+def learned_rows(log_p: np.ndarray, skip_above: float, out: np.ndarray | None = None) -> np.ndarray:
+    """The rows the anomaly rule lets the model learn: a score ``-log p`` at most ``skip_above``,
+    and not ``+inf`` (flagged whatever the threshold), as :class:`~online_gmm.threshold.NLLThreshold`
+    flags them; shape (n,), bool (into ``out`` when given)."""
+    out = np.less_equal(-log_p, skip_above, out=out)
+    out &= log_p > -np.inf
+    return out
 
 
 def _flat(buf: np.ndarray, shape: tuple) -> np.ndarray:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from online_gmm._em import learned_rows
 from online_gmm._guards import _refusal, screen_extreme
 from online_gmm._suffstats import SufficientStatistics
 
@@ -110,7 +111,7 @@ class _PrequentialMixin:
             def learn(log_p: np.ndarray) -> np.ndarray:
                 if skip_above is None:
                     return np.ones(log_p.shape[0], dtype=bool)
-                return (-log_p <= skip_above) & (log_p > -np.inf)
+                return learned_rows(log_p, skip_above)
             out, refused = self.score_then_learn(X, learn, ids=ids)
             return (None if out is None else (np.exp(out[0]), out[1])), refused
         resp, log_p, learned, stats, ll = self.scorer().score_statistics(X, skip_above)

@@ -88,19 +88,13 @@ class _ScoringMixin:
         """Whether the next batch of ``n`` records can take the one-pass step, and its skip rule.
 
         The one pass (:meth:`OnlineEM.score_learn`) needs to know, before it scores, which scores
-        keep a record out of the model: none (no threshold, or the ``flag`` policy, or a quantile
-        still short of ``min_samples`` for the whole batch) or those above the threshold as it stood
-        before the batch. Only the batch in which a quantile reaches ``min_samples`` compares part
-        of its records with a threshold made within it: it takes the two-pass step.
+        keep a record out of the model: none (no threshold, or the ``adapt`` policy) or those the
+        threshold will flag (:meth:`NLLThreshold.batch_threshold`); the batch in which a quantile
+        reaches ``min_samples`` takes the two-pass step.
         """
-        a = self.anomaly
-        if a is None or self.anomaly_policy != "protect":
+        if self.anomaly is None or self.anomaly_policy != "protect":
             return True, None
-        if a.active_:
-            return True, float(a.threshold_)
-        if a.n_seen_ + n <= a.min_samples:
-            return True, None
-        return False, None
+        return self.anomaly.batch_threshold(n)
 
     def _quarantine(self, refused: list[tuple[int, str]], X: np.ndarray, ids: np.ndarray,
                     columns: dict[str, Any], position: Any) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 from connectors.base import Reject, records_from_columns, take_columns
 from connectors.deadletter import DeadLetterSink
 from online_gmm._bottomk import candidates, priorities
+from online_gmm._em import learned_rows
 from online_gmm._online import screen_extreme
 from online_gmm._reading import GoodRecords
 from online_gmm._records import score_columns, values_raw
@@ -203,6 +204,38 @@ def _online_of(state: dict[str, Any], n_features: int):
     return online
 
 
+def _score_round(online: Any, X: np.ndarray, ids: np.ndarray, skip_above: float | None):
+    """Score a round's records, and the statistics of those the model may learn.
+
+    The one-process pipeline's step (:meth:`OnlineEM.score_learn`) on this worker's copy of the
+    round's state, without committing: one pass (:meth:`Scorer.score_statistics`) scores every
+    record and sums the statistics of those the threshold leaves (``skip_above``); values too large
+    for the arithmetic, or an update these statistics would make ill-defined, take the two-pass
+    search of :func:`_learnable`.
+
+    Returns
+    -------
+    resp, log_p, mask, refused, stats, ll
+        Responsibilities (n, K) and log p (n,) of every record; the learned rows (n,), bool; the
+        records kept out and why; their statistics (None if none) and summed log p.
+    """
+    n = X.shape[0]
+    if not screen_extreme(X, ids)[1]:
+        resp, log_p, learned, stats, ll = online.scorer().score_statistics(X, skip_above)
+        mask = np.ones(n, dtype=bool) if learned is None else learned
+        if not mask.any():
+            return resp, log_p, mask, [], None, 0.0
+        try:
+            online._propose(X[mask], None, (stats, ll), (0, 0.0))
+            return resp, log_p, mask, [], stats, ll
+        except ValueError:
+            pass                      # rare: the core's search, on the logs of the scores
+    log_resp, log_p = online.scorer().log_resp(X)
+    learn = np.ones(n, dtype=bool) if skip_above is None else learned_rows(log_p, skip_above)
+    mask, refused, stats, ll = _learnable(online, X, log_resp, log_p, learn, ids)
+    return np.exp(log_resp), log_p, mask, refused, stats, ll
+
+
 def _learnable(online: Any, X: np.ndarray, log_resp: np.ndarray, log_p: np.ndarray,
                mask: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, list[tuple[int, str]], Any, float]:
     """Keep out of ``mask`` the records the model must not learn; their batch statistics.
@@ -313,18 +346,18 @@ def _round(spec: dict[str, Any], start: dict[str, Any], state: dict[str, Any], t
             result["learned"] = int(mask.sum())
         else:
             online = _online_of(state, X.shape[1])
-            log_resp, log_p = online.scorer().log_resp(X)
-            if state["threshold"] is not None:    # the round's threshold, the same on every worker
-                flags = NLLThreshold(q=None, threshold=state["threshold"]).flag_many(-log_p)
+            threshold = state["threshold"]        # the round's threshold, the same on every worker
+            skip = threshold if threshold is not None and state["policy"] == "protect" else None
+            resp, log_p, mask, refused, stats, ll = _score_round(online, X, ids, skip)
+            if threshold is not None:
+                flags = NLLThreshold(q=None, threshold=threshold).flag_many(-log_p)
             delta = NLLThreshold(**state["threshold_settings"])   # this round's scores, merged there
             delta.update_many(-log_p)
             result["threshold"] = delta.to_state()
-            learn = ~flags if state["policy"] == "protect" else np.ones(n, dtype=bool)
-            mask, refused, stats, ll = _learnable(online, X, log_resp, log_p, learn, ids)
             result["learned"] = int(mask.sum())
             result["ll"] = ll
             result["stats"] = None if stats is None else stats.to_arrays()
-            out = (np.exp(log_resp), log_p)
+            out = (resp, log_p)
         result["scored"] = n
         keep = np.ones(n, dtype=bool)
         if refused:

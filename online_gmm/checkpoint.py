@@ -38,7 +38,6 @@ import numpy as np
 from online_gmm._checkpoint_file import (
     FORMAT_VERSION,
     CheckpointError,
-    _str_keys_only,  # noqa: F401 - imported from here by the tests
     pack,
     read_checkpoint,
     unpack,

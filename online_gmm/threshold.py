@@ -182,6 +182,24 @@ class NLLThreshold:
             self._flush()
             self.sketch.update(scores)
 
+    def batch_threshold(self, n: int) -> tuple[bool, float | None]:
+        """The one rule :meth:`flag_many` will apply to every score of the next batch of ``n``.
+
+        Returns
+        -------
+        fixed : bool
+            False only for the batch in which a quantile reaches ``min_samples``: its scores from
+            the ``min_samples``-th on are compared with a threshold made within the batch.
+        threshold : float or None
+            With ``fixed``: scores above it, or ``+inf``, will be flagged; None: none will be
+            (the quantile is short of ``min_samples`` for the whole batch).
+        """
+        if self.active_:
+            return True, float(self.threshold_)
+        if self.n_seen_ + n <= self.min_samples:
+            return True, None
+        return False, None
+
     def flag_many(self, scores: np.ndarray) -> np.ndarray:
         """Prequential flags for a batch, then the batch updates the threshold (no per-record loop).
 

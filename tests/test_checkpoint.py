@@ -446,7 +446,7 @@ def test_written_bytes_identical_to_the_round_trip_encoding(tmp_path, monkeypatc
 
 
 def test_fast_path_only_for_str_keys_and_plain_containers():
-    from online_gmm.checkpoint import _str_keys_only
+    from online_gmm._checkpoint_file import _str_keys_only
     metas = _metas()
     for name in ("plain", "top_level_list", "scalar"):
         assert _str_keys_only(metas[name]), name                      # one encoding, no round trip

@@ -716,7 +716,7 @@ def test_group_offsets_commit_without_joining_and_are_refused_while_a_member_is_
         offsets = GroupOffsets(servers, busy, client=client)
         try:
             with pytest.raises(ConnectorError, match=f"could not commit offsets .* to group '{busy}'"):
-                offsets.commit({(topic, 0): 5})
+                offsets.commit({topic: {"0": 5}})
         finally:
             offsets.close()
     finally:

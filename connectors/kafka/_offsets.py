@@ -57,10 +57,10 @@ class GroupOffsets:
             raise ConnectorError(f"cannot open a {self.client} client to commit offsets of group "
                                  f"{group_id!r}: {exc}") from exc
 
-    def commit(self, position: Mapping[str, Any] | Mapping[TP, int]) -> None:
-        """Commit next offsets, as a source position ``{topic: {partition: offset}}`` or ``{(topic,
-        partition): offset}``; raises :class:`ConnectorError` if the group refuses them."""
-        offsets = dict(position) if all(isinstance(k, tuple) for k in position) else _parse_position(position)
+    def commit(self, position: Mapping[str, Any]) -> None:
+        """Commit next offsets, given as a source position ``{topic: {partition: offset}}``; raises
+        :class:`ConnectorError` if the group refuses them."""
+        offsets = _parse_position(position)
         if not offsets:
             return
         try:
