@@ -5,11 +5,19 @@ accepts arrays of any namespace and device that scikit-learn's array API support
 returns its fitted attributes and per-sample outputs in the namespace and on the device of the data
 it was fitted on, as :class:`sklearn.mixture.GaussianMixture` does.
 
-The arithmetic itself runs in NumPy on the host: the data cross to the host once per call (one
-DLPack or library transfer, :func:`to_numpy`) and the results cross back (:func:`to_space`). The
-project keeps one mathematical core (the chunked kernels of :mod:`online_gmm._gaussian`, tuned for
-NumPy and OpenBLAS); a device-resident E-step and M-step would be a second implementation of it.
-scikit-learn's helpers are imported only when an array that is not NumPy's arrives.
+The data stay on their device. The O(N*K*D^2) work, the E-step (log-densities, log-sum-exp,
+responsibilities and the responsibility-weighted centred statistics), runs there in the data's
+namespace (:class:`~online_gmm._xp_scorer.XpScorer`), as does the validation of the input
+(finiteness, the magnitude guard). What crosses, per E-step, is small: the prepared parameters go
+to the device (about K*D*D numbers) and the statistics come back (K*D*D numbers, float64), where
+the M-step, the Cholesky factorisations and the stepwise schedule of the one shared core run on
+the host. Predictions, posteriors and scores are produced on the device. Only these cross the whole
+data: the ``partial_fit`` warm-up buffer (host, as for NumPy input, until the first update), a
+batch whose update is ill-defined or re-seeds a component (the host finds the rows to refuse or
+re-seed from), an error message naming refused rows, and a row whose log-density overflows the
+device's arithmetic (see :mod:`online_gmm._xp_scorer`). NumPy input never goes through this path:
+it keeps the tuned chunked kernels of :mod:`online_gmm._gaussian`. scikit-learn's helpers are
+imported only when an array that is not NumPy's arrives.
 """
 
 from __future__ import annotations
@@ -18,8 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Space", "check_same_space", "dispatch_enabled", "space_of", "space_of_array", "to_numpy",
-           "to_space"]
+__all__ = ["Space", "all_within", "check_same_space", "dispatch_enabled", "float_dtypes",
+           "numpy_dtype", "space_of", "space_of_array", "to_numpy", "to_space"]
 
 #: the init_params scikit-learn allows under array API dispatch
 DISPATCH_INITS = ("random", "random_from_data")
@@ -91,3 +99,26 @@ def check_same_space(X: Any, estimator: Any, method: str) -> None:
     from sklearn.utils._array_api import check_same_namespace
 
     check_same_namespace(X, estimator, attribute="means_", method=method)
+
+
+def float_dtypes(space: Space) -> list:
+    """The input dtypes kept on ``space`` (anything else becomes the first): float64 where the
+    device has it, and float32."""
+    from sklearn.utils._array_api import supported_float_dtypes
+
+    xp = space.xp
+    return [d for d in supported_float_dtypes(xp, space.device) if d in (xp.float64, xp.float32)]
+
+
+def numpy_dtype(dtype: Any, space: Space) -> np.dtype:
+    """NumPy's dtype of the same kind and width as ``space``'s float ``dtype``."""
+    return np.dtype(np.float32 if dtype == space.xp.float32 else np.float64)
+
+
+def all_within(X: Any, space: Space, limit: float) -> bool:
+    """Whether every value of ``X`` lies within +-``limit``, reduced on the device (one boolean
+    crosses)."""
+    xp = space.xp
+    if limit >= float(xp.finfo(X.dtype).max):      # float32 beside 1e150: finite is within
+        return True
+    return bool(xp.all(xp.abs(X) <= limit))

@@ -49,10 +49,13 @@ class _FittedStateMixin:
     def _publish(self, params: GaussianParams) -> None:
         """Make ``params`` the fitted attributes, in the dtype of the data the model was fitted on.
 
-        The parameters themselves (``_params_``), the statistics and all the arithmetic stay float64:
-        float32 data are read chunk by chunk into the kernels' float64 buffers, so float32 input
-        halves the memory the E-step streams through without rounding the statistics to float32
-        (whose sums over many rows, at an offset of 1e4, would keep only about 3 digits).
+        The parameters themselves (``_params_``) and the statistics stay float64. For NumPy input
+        all the arithmetic does too: float32 data are read chunk by chunk into the kernels' float64
+        buffers, so float32 input halves the memory the E-step streams through without rounding
+        the statistics to float32 (whose sums over many rows, at an offset of 1e4, would keep only
+        about 3 digits). On a device (array API dispatch) the log-densities and responsibilities
+        are computed in the input's dtype and the statistics accumulated in float64 where the
+        device has it (:mod:`online_gmm._xp_scorer`).
         """
         self._params_ = params
         cast = self._cast
@@ -136,3 +139,17 @@ class _FittedStateMixin:
             from online_gmm._em import Scorer
             return Scorer(self._params_)
         return online.scorer()
+
+    def _device_scorer(self, params: GaussianParams | None = None):
+        """An :class:`~online_gmm._xp_scorer.XpScorer` of ``params`` (default: the fitted ones) on
+        the namespace and device the model was fitted with, cached until the parameters change
+        (their constants are sent to the device once)."""
+        if params is None:
+            self._check_fitted()
+            params = self._params_
+        cached = self.__dict__.get("_xp_scorer")
+        if cached is None or cached.params is not params:
+            from online_gmm._xp_scorer import XpScorer
+            cached = XpScorer(params, self.__dict__["_space"])
+            self._xp_scorer = cached
+        return cached

@@ -7,12 +7,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from online_gmm._array_api import to_space
+from online_gmm._array_api import check_same_space, dispatch_enabled, to_space
 from online_gmm.model_spec import check_random_state
 
 
 class _InferenceMixin:
     """Scoring, prediction, BIC/AIC and sampling (for :class:`~online_gmm.estimator.OnlineGaussianMixture`)."""
+
+    def _evaluator(self, X, method: str):
+        """(``X`` validated, its scorer): under array API dispatch, for a model fitted on a device,
+        ``X`` stays there (checked to be in the fitted namespace and on the fitted device) and the
+        scorer is the device one, whose outputs are already in place; otherwise ``X`` is a NumPy
+        array and the host :class:`~online_gmm._em.Scorer` evaluates it."""
+        space = self.__dict__.get("_space")
+        if space is not None and dispatch_enabled():
+            self._check_fitted()
+            check_same_space(X, self, method)
+            return self._validate_on_device(X, space, reset=False), self._device_scorer()
+        X = self._host(X, method)
+        return X, self._scorer()
+
+    def _placed(self, out, X):
+        """A host output cast to the data's float dtype and moved to the fitted namespace and device
+        (a device output is returned as it is)."""
+        if not isinstance(out, np.ndarray):
+            return out
+        if out.dtype.kind == "f":
+            out = out.astype(X.dtype, copy=False)
+        return to_space(out, self.__dict__.get("_space"))
+
+    def _log_likelihood(self, log_p) -> float:
+        """The sum of the log-densities ``log_p`` (host or device), as a float."""
+        if isinstance(log_p, np.ndarray):
+            return float(log_p.sum())
+        from online_gmm._xp_scorer import stats_dtype
+        space = self._space
+        return float(space.xp.sum(space.xp.astype(log_p, stats_dtype(space))))
 
     def score_samples(self, X) -> np.ndarray:
         """Log-likelihood of each sample, shape (n_samples,).
@@ -20,15 +50,17 @@ class _InferenceMixin:
         Decreases with the distance from the components up to the largest finite floats: -inf where
         the squared Mahalanobis distance overflows, never NaN.
         """
-        X = self._host(X, "score_samples")
-        out = self._scorer().score_samples(X).astype(X.dtype, copy=False)
-        return to_space(out, self.__dict__.get("_space"))
+        X, scorer = self._evaluator(X, "score_samples")
+        return self._placed(scorer.score_samples(X), X)
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood of ``X`` (the mean of ``score_samples``, in its dtype, as
         scikit-learn computes it)."""
-        X = self._host(X, "score")
-        return float(self._scorer().score_samples(X).astype(X.dtype, copy=False).mean())
+        X, scorer = self._evaluator(X, "score")
+        log_p = scorer.score_samples(X)
+        if isinstance(log_p, np.ndarray):
+            return float(log_p.astype(X.dtype, copy=False).mean())
+        return float(self._space.xp.mean(log_p))
 
     def predict_proba(self, X) -> np.ndarray:
         """Posterior probability of each component, shape (n_samples, n_components).
@@ -37,28 +69,30 @@ class _InferenceMixin:
         (``score_samples`` gives -inf) belongs to the component nearest it in Mahalanobis distance
         (evaluated on the row scaled down by a power of two; equal distances share equally).
         """
-        X = self._host(X, "predict_proba")
-        log_resp, _ = self._scorer().log_resp(X)
-        return to_space(np.exp(log_resp).astype(X.dtype, copy=False), self.__dict__.get("_space"))
+        X, scorer = self._evaluator(X, "predict_proba")
+        log_resp, _ = scorer.log_resp(X)
+        if isinstance(log_resp, np.ndarray):
+            return self._placed(np.exp(log_resp), X)
+        return self._space.xp.exp(log_resp)
 
     def predict(self, X) -> np.ndarray:
         """Most probable component of each sample, shape (n_samples,) (``predict_proba``'s argmax)."""
-        X = self._host(X, "predict")
-        return to_space(self._scorer().predict(X), self.__dict__.get("_space"))
+        X, scorer = self._evaluator(X, "predict")
+        return self._placed(scorer.predict(X), X)
 
     def _estimate_weighted_log_prob(self, X) -> np.ndarray:
         return self._scorer().weighted_log_prob(X)
 
     def bic(self, X) -> float:
         """Bayesian information criterion of the model on ``X`` (lower is better)."""
-        X = self._host(X, "bic")
-        log_lik = float(self._scorer().score_samples(X).sum())
+        X, scorer = self._evaluator(X, "bic")
+        log_lik = self._log_likelihood(scorer.score_samples(X))
         return float(-2 * log_lik + self._n_parameters() * np.log(X.shape[0]))
 
     def aic(self, X) -> float:
         """Akaike information criterion of the model on ``X`` (lower is better)."""
-        X = self._host(X, "aic")
-        return float(-2 * float(self._scorer().score_samples(X).sum()) + 2 * self._n_parameters())
+        X, scorer = self._evaluator(X, "aic")
+        return float(-2 * self._log_likelihood(scorer.score_samples(X)) + 2 * self._n_parameters())
 
     def _n_parameters(self) -> int:
         self._check_fitted()

@@ -242,9 +242,10 @@ class OnlineEM(_WarmUpMixin, _PrequentialMixin):
         extra : (int, float)
             Records and sample weight in ``batch`` beyond the rows of ``X`` (e.g. incomplete records
             learned through their conditional expectations); they count in the schedule's clock.
-        candidates : ndarray of shape (n_candidates, n_features), optional
+        candidates : ndarray of shape (n_candidates, n_features), or a callable returning one, optional
             Where a collapsed component may be re-seeded (default: the rows of ``X``); e.g. a sample
-            of the stream when the batch's records are elsewhere (the scaled-out coordinator).
+            of the stream when the batch's records are elsewhere (the scaled-out coordinator), or
+            the host copy of a batch on a device (``X`` is then only counted).
         """
         new, params, reseeded, n, m, ll = self._propose(X, sample_weight, batch, extra, candidates)
         if new is None:
@@ -319,10 +320,15 @@ class OnlineEM(_WarmUpMixin, _PrequentialMixin):
         return refused
 
     def _reseed_collapsed(self, stats: SufficientStatistics, params: GaussianParams,
-                          X: np.ndarray) -> list[int]:
-        """Move components whose weight fell below ``min_weight`` to poorly explained points."""
+                          X: np.ndarray | Callable[[], np.ndarray]) -> list[int]:
+        """Move components whose weight fell below ``min_weight`` to poorly explained points
+        (``X``: the candidates, or a callable returning them, called only when one collapsed)."""
         low = np.flatnonzero(params.weights < self.min_weight)
-        if low.size == 0 or low.size == self.n_components or X.shape[0] == 0:
+        if low.size == 0 or low.size == self.n_components:
+            return []
+        if callable(X):                     # e.g. a batch on a device, fetched only when needed
+            X = X()
+        if X.shape[0] == 0:
             return []
         log_p = Scorer(params).score_samples(X)
         order = np.argsort(log_p, kind="stable")       # worst explained first

@@ -19,8 +19,11 @@ from sklearn.utils.validation import validate_data
 from online_gmm._array_api import (
     DISPATCH_INITS,
     Space,
+    all_within,
     check_same_space,
     dispatch_enabled,
+    float_dtypes,
+    numpy_dtype,
     space_of,
     space_of_array,
     to_numpy,
@@ -30,7 +33,7 @@ from online_gmm._batch import fit_em
 from online_gmm._em import GaussianParams
 from online_gmm._estimator_fitted import _PROVISIONAL_NAMES, _FittedStateMixin
 from online_gmm._estimator_inference import _InferenceMixin
-from online_gmm._guards import _MAX_ABS64
+from online_gmm._guards import _MAX_ABS64, MAX_ABS
 from online_gmm._init import check_inits
 from online_gmm._online import RefusedRecordsError, screen_extreme
 from online_gmm._sklearn_support import (
@@ -221,6 +224,24 @@ class OnlineGaussianMixture(_FittedStateMixin, _InferenceMixin, DensityMixin, Ba
         return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32],
                              ensure_min_samples=min_samples, order="C"), False
 
+    def _validate_on_device(self, X, space: Space, *, reset: bool, min_samples: int = 1):
+        """``X`` validated in its own namespace and on its device (array API dispatch): the checks
+        and messages of ``validate_data`` (finiteness reduced on the device), float32 kept."""
+        return validate_data(self, X, reset=reset, dtype=float_dtypes(space),
+                             ensure_min_samples=min_samples)
+
+    def _screen(self, X, space: Space | None, method: str) -> None:
+        """Raise ValueError naming the rows of ``X`` with a value beyond +-MAX_ABS; on a device
+        the check is one reduction there, and only a failing batch comes to the host for the
+        message."""
+        if space is not None:
+            if all_within(X, space, MAX_ABS):
+                return
+            X = to_numpy(X)
+        _, refused = screen_extreme(X, np.arange(X.shape[0], dtype=np.int64))
+        if refused:
+            raise ValueError(rows_message(method, refused, 0))
+
     def _input_space(self, X) -> Space | None:
         """The namespace and device of the data of a (first) fit under array API dispatch.
 
@@ -270,47 +291,63 @@ class OnlineGaussianMixture(_FittedStateMixin, _InferenceMixin, DensityMixin, Ba
     def fit_predict(self, X, y=None, sample_weight=None) -> np.ndarray:
         """Fit with batch EM, then return the label of each sample, shape (n_samples,)."""
         X = self._fit(X, sample_weight)
+        if not isinstance(X, np.ndarray):                    # fitted on a device: predicted there
+            return self._device_scorer().predict(X)
         return to_space(self._scorer().predict(X), self.__dict__.get("_space"))
 
-    def _fit(self, X, sample_weight) -> np.ndarray:
+    def _fit(self, X, sample_weight):
+        """Fit; returns ``X`` validated (a NumPy array, or under array API dispatch an array of
+        the input's namespace, left on its device: the E-steps run there)."""
         self._validate_params()
         space = self._input_space(X)
-        X, sample_weight = to_numpy(X), to_numpy(sample_weight)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
-        X = self._validate_X(X, reset=do_init, min_samples=2)
+        if space is None:
+            X = self._validate_X(to_numpy(X), reset=do_init, min_samples=2)
+            out_dtype = X.dtype
+        else:
+            X = self._validate_on_device(X, space, reset=do_init, min_samples=2)
+            out_dtype = numpy_dtype(X.dtype, space)
         if do_init:
-            self._out_dtype = X.dtype
+            self._out_dtype = out_dtype
             self._space = space
         n, d = X.shape
         if n < self.n_components:
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, "
                 f"n_samples = {n}")
-        w = self._validate_weight(sample_weight, n)
-        _, refused = screen_extreme(X, np.arange(n, dtype=np.int64))
-        if refused:
-            raise ValueError(rows_message("fit", refused, 0))
+        w = self._validate_weight(to_numpy(sample_weight), n)
+        self._screen(X, space, "fit")
         weights_init, means_init, precisions_init = self._inits(d)
         rng = check_random_state(self.random_state)
 
         printer = VerbosePrinter(self.verbose, self.verbose_interval) if self.verbose else None
         start = self._params_ if not do_init else None
-        result = fit_em(X, n_components=self.n_components, covariance_type=self.covariance_type,
-                        init_params=self.init_params, n_init=self.n_init, rng=rng,
-                        reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
-                        sample_weight=w, weights_init=weights_init, means_init=means_init,
-                        precisions_init=precisions_init, start=start,
-                        start_lower_bound=self.lower_bound_ if start is not None else -np.inf,
-                        on_iter=printer.iteration if printer else None,
-                        on_init=printer.init if printer else None)
+        kwargs = dict(n_components=self.n_components, covariance_type=self.covariance_type,
+                      init_params=self.init_params, n_init=self.n_init, rng=rng,
+                      reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
+                      sample_weight=w, weights_init=weights_init, means_init=means_init,
+                      precisions_init=precisions_init, start=start,
+                      start_lower_bound=self.lower_bound_ if start is not None else -np.inf,
+                      on_iter=printer.iteration if printer else None,
+                      on_init=printer.init if printer else None)
+        if space is None:
+            result = fit_em(X, **kwargs)
+        else:
+            from online_gmm._xp_fit import fit_em_xp
+            result = fit_em_xp(X, space, **kwargs)
         if not result.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init parameters, "
                 "or increase max_iter, tol, or check for degenerate data.", ConvergenceWarning)
         stats = result.stats
         if stats is None:
-            from online_gmm._em import Scorer
-            stats, _ = Scorer(result.params).expected_statistics(X, w)
+            if space is None:
+                from online_gmm._em import Scorer
+                stats, _ = Scorer(result.params).expected_statistics(X, w)
+            else:
+                from online_gmm._xp_scorer import XpScorer, put, stats_dtype
+                stats, _ = XpScorer(result.params, space).expected_statistics(
+                    X, None if w is None else put(w, space, stats_dtype(space)))
         total = float(n if w is None else w.sum())
         self._install(stats, result.params, t=total, n_seen=n, weight_seen=total, rng=rng, result=result)
         return X
@@ -366,6 +403,9 @@ class OnlineGaussianMixture(_FittedStateMixin, _InferenceMixin, DensityMixin, Ba
         if type(X) is not np.ndarray:
             if not first and self.__dict__.get("_space") is not None:
                 check_same_space(X, self, "partial_fit")
+                if (dispatch_enabled() and self._online.initialised
+                        and self._partial_fit_on_device(X, sample_weight)):
+                    return self
             X, sample_weight = to_numpy(X), to_numpy(sample_weight)
         X, within = self._check_X(X, first, 1)
         if first:
@@ -400,9 +440,39 @@ class OnlineGaussianMixture(_FittedStateMixin, _InferenceMixin, DensityMixin, Ba
                 self.__dict__.pop(name, None)
         return self
 
+    def _partial_fit_on_device(self, X, sample_weight) -> bool:
+        """One stepwise update after the warm-up, with the E-step on the data's device: only the
+        batch's statistics come to the host, where the stepwise M-step runs.
+
+        Returns False, the state unchanged, where the host must see the rows (the caller then
+        updates from a host copy, as for NumPy input): a value beyond +-MAX_ABS, or an ill-defined
+        update (the host finds and names the rows to refuse). Invalid input (NaN, infinity, the
+        wrong number of features) raises ValueError here.
+        """
+        from online_gmm._xp_scorer import put, stats_dtype
+
+        space = self._space
+        X = self._validate_on_device(X, space, reset=False)
+        w = self._validate_weight(to_numpy(sample_weight), X.shape[0])
+        if not all_within(X, space, MAX_ABS):
+            return False
+        online = self._online
+        batch = self._device_scorer(online.params).expected_statistics(
+            X, None if w is None else put(w, space, stats_dtype(space)))
+        try:
+            # a collapsed component is re-seeded at the batch's worst explained rows: then (only)
+            # the batch comes to the host
+            online.step(X, w, batch=batch, candidates=lambda: to_numpy(X))
+        except ValueError:
+            return False
+        self._publish(online.params)
+        return True
+
     # ================================================================== pickling, tags
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
+        if "_xp_scorer" in state:         # device arrays and a namespace: rebuilt on demand
+            state = {k: v for k, v in state.items() if k != "_xp_scorer"}
         if state.get("_space") is not None:
             # a namespace is a module, which does not pickle: found again from means_ on load
             state = dict(state, _space=True)

@@ -226,6 +226,9 @@ def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name
     kw = dict(init_params="random_from_data", random_state=0, warm_up=200)
     reference = OnlineGaussianMixture(3, **kw).fit(X)
     streamed_ref = _one_pass(OnlineGaussianMixture(3, **kw), X, 100)
+    # float64 agrees to rounding; float32 is computed in float32 on the device (the NumPy kernels
+    # compute in float64), with the statistics accumulated in float64
+    rtol, atol = (1e-12, 0.0) if dtype == "float64" else (1e-4, 1e-6)
     with sklearn.config_context(array_api_dispatch=True):
         model = OnlineGaussianMixture(3, **kw).fit(X_xp)
         streamed = OnlineGaussianMixture(3, **kw)
@@ -241,10 +244,10 @@ def test_array_api_fit_and_stream_return_the_inputs_namespace_and_device(xp_name
                 assert device_of(value) == device_of(X_xp), name
                 expected = getattr(ref, name) if name.endswith("_") else getattr(ref, name)(X)
                 np.testing.assert_allclose(move_to(value, xp=np, device="cpu"), expected,
-                                           rtol=1e-12, err_msg=name)
+                                           rtol=rtol, atol=atol, err_msg=name)
             assert fitted.means_.dtype == getattr(xp, dtype)
             assert isinstance(fitted.score(X_xp), float)
-            assert fitted.score(X_xp) == pytest.approx(ref.score(X), rel=1e-12)
+            assert fitted.score(X_xp) == pytest.approx(ref.score(X), rel=rtol)
         sample, labels = model.sample(5)
         assert get_namespace(sample)[0] is get_namespace(X_xp)[0]
         assert get_namespace(labels)[0] is get_namespace(X_xp)[0]
