@@ -301,6 +301,8 @@ class OnlineGaussianMixture(_FittedStateMixin, _InferenceMixin, DensityMixin, Ba
         self._validate_params()
         space = self._input_space(X)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init and self.__dict__.get("_space") is None:
+            space = None                     # a warm start of a model fitted on NumPy stays there
         if space is None:
             X = self._validate_X(to_numpy(X), reset=do_init, min_samples=2)
             out_dtype = X.dtype

@@ -246,6 +246,7 @@ def test_partial_fit_after_the_warm_up_stays_on_the_device(space, ctype, monkeyp
 
 
 # ------------------------------------------------------------------------------ (e) bad input
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_nan_and_extreme_values_raise(space, no_host_copies):
     xp, dev = space
     X = _data()
@@ -267,6 +268,8 @@ def test_nan_and_extreme_values_raise(space, no_host_copies):
             OnlineGaussianMixture(3, init_params="random").fit(xp.asarray(X_big, device=dev))
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_overflowing_rows_are_scored_as_numpy_scores_them(space):
     # a row whose log-density overflows the device's arithmetic: the call falls back to the host
     # Scorer (its repair rule), so there is no NaN and the answers are NumPy's
