@@ -43,6 +43,9 @@ from online_gmm.threshold import NLLThreshold
 
 __all__ = ["partition_round", "close_job", "ROW_ID_BITS"]
 
+#: Records a read-ahead asks of its source at a time (about 10 ms of decoding under the GIL).
+READ_AHEAD_CHUNK = 4096
+
 #: A record's id in the model's warm-up buffer: ``partition_index << ROW_ID_BITS | number``.
 ROW_ID_BITS = 40
 
@@ -74,7 +77,8 @@ class _ReadAhead:
              stop_event: str | None) -> None:
         t0 = time.perf_counter()
         try:
-            self.result = _read(source, quota, timeout, idle_timeout, stop_event, self.cancel)
+            self.result = _read(source, quota, timeout, idle_timeout, stop_event, self.cancel,
+                                chunk=READ_AHEAD_CHUNK)
         except BaseException as exc:  # noqa: BLE001 - handed to the task that would have read
             self.error = exc
         self.seconds = time.perf_counter() - t0
@@ -165,15 +169,24 @@ def _stop_requested(name: str | None) -> bool:
 
 
 def _read(source: Any, quota: int, timeout: float, idle_timeout: float | None,
-          stop_event: str | None, cancel: threading.Event | None = None) -> tuple[tuple, str]:
+          stop_event: str | None, cancel: threading.Event | None = None,
+          chunk: int | None = None) -> tuple[tuple, str]:
     """Read until ``quota`` good records, the end, an idle timeout or a stop (the job's event, or
-    ``cancel`` for a read-ahead); see the module doc."""
+    ``cancel`` for a read-ahead); see the module doc.
+
+    ``chunk`` caps the records asked of the source at a time. The records read are the same with or
+    without it (each read asks for at most the good records still missing, so none is read past the
+    quota); a read-ahead uses it because a decoder holds the GIL for its whole block, and a block of
+    a whole round (about 100 ms for 40 000 records) would stall the worker's event loop, which is
+    sending the round's result and receiving the next task meanwhile.
+    """
     acc = GoodRecords()
     since = time.monotonic()
     checked = 0.0
     status = "records"
     while acc.good < quota:
-        b = source.read(quota - acc.good, timeout)
+        want = quota - acc.good
+        b = source.read(want if chunk is None else min(want, chunk), timeout)
         if acc.add(b):
             since = time.monotonic()
         status = b.status
