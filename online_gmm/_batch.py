@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from online_gmm._em import EMResult, GaussianParams, run_em
-from online_gmm._init import initial_params
+from online_gmm._init import FromResp, initial_params
 
 __all__ = ["fit_em", "BatchInit"]
 
@@ -22,7 +22,9 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
            precisions_init=None, start: GaussianParams | None = None, start_lower_bound: float = -np.inf,
            on_iter: Callable[[int, int, float, float], None] | None = None,
            short_iter: int | None = None,
-           on_init: Callable[[int, EMResult | None], None] | None = None) -> EMResult:
+           on_init: Callable[[int, EMResult | None], None] | None = None,
+           e_step: Callable[[GaussianParams], Any] | None = None,
+           from_resp: FromResp | None = None) -> EMResult:
     """Best of ``n_init`` EM runs by final lower bound (ties keep the first), as scikit-learn does.
 
     With ``short_iter``, the starts are compared after short runs instead: each start runs at most
@@ -41,6 +43,10 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
         Called as each start begins (``result=None``) and after its EM run (its EMResult).
     short_iter : int, optional
         Iterations of each start's short run (see above); ``None`` runs every start to the end.
+    e_step, from_resp : callable, optional
+        Where the statistics are computed, for data that are not a NumPy array (array API input,
+        :mod:`online_gmm._xp_fit`): ``e_step`` as for :func:`~online_gmm._em.run_em`, ``from_resp``
+        as for :func:`~online_gmm._init.initial_params`. Default: the host kernels.
 
     Returns
     -------
@@ -58,13 +64,14 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
             params = initial_params(X, n_components=n_components, covariance_type=covariance_type,
                                     method=init_params, reg_covar=reg_covar, rng=rng,
                                     sample_weight=sample_weight, weights_init=weights_init,
-                                    means_init=means_init, precisions_init=precisions_init)
+                                    means_init=means_init, precisions_init=precisions_init,
+                                    from_resp=from_resp)
             lb0 = -np.inf
         cb = None if on_iter is None else (lambda it, lb, ch, _i=init: on_iter(_i, it, lb, ch))
         short = short_iter is not None and runs > 1
         result = run_em(X, params, reg_covar=reg_covar, tol=tol,
                         max_iter=min(max_iter, short_iter) if short else max_iter,
-                        sample_weight=sample_weight, lower_bound=lb0, on_iter=cb)
+                        sample_weight=sample_weight, lower_bound=lb0, on_iter=cb, e_step=e_step)
         if on_init is not None and max_iter > 0:
             on_init(init, result)
         if best is None or result.lower_bound > best.lower_bound:
@@ -73,7 +80,7 @@ def fit_em(X: np.ndarray, *, n_components: int, covariance_type: str, init_param
     if short_iter is not None and runs > 1 and not best.converged and best.n_iter < max_iter:
         # the best short run continues from its parameters; the iterations and bounds add up
         rest = run_em(X, best.params, reg_covar=reg_covar, tol=tol, max_iter=max_iter - best.n_iter,
-                      sample_weight=sample_weight, lower_bound=best.lower_bound)
+                      sample_weight=sample_weight, lower_bound=best.lower_bound, e_step=e_step)
         best = EMResult(rest.params, best.n_iter + rest.n_iter, rest.lower_bound,
                         best.lower_bounds + rest.lower_bounds, rest.converged, rest.stats)
     return best

@@ -7,6 +7,8 @@ The random draws follow :class:`sklearn.mixture.GaussianMixture` step for step, 
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from online_gmm._em import GaussianParams
@@ -16,6 +18,9 @@ from online_gmm._suffstats import SufficientStatistics
 __all__ = ["INIT_METHODS", "initial_resp", "initial_params", "check_inits"]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+#: ``from_resp(X, resp, sample_weight, covariance_type=...)`` -> SufficientStatistics
+FromResp = Callable[..., SufficientStatistics]
 
 
 def initial_resp(X: np.ndarray, n_components: int, method: str, rng: np.random.RandomState,
@@ -89,26 +94,34 @@ def check_inits(weights_init, means_init, precisions_init, *, n_components: int,
     return weights_init, means_init, precisions_init
 
 
-def initial_params(X: np.ndarray, *, n_components: int, covariance_type: str, method: str,
+def initial_params(X: Any, *, n_components: int, covariance_type: str, method: str,
                    reg_covar: float, rng: np.random.RandomState, sample_weight: np.ndarray | None = None,
-                   weights_init=None, means_init=None, precisions_init=None) -> GaussianParams:
+                   weights_init=None, means_init=None, precisions_init=None,
+                   from_resp: FromResp | None = None) -> GaussianParams:
     """Starting parameters, as :class:`sklearn.mixture.GaussianMixture` computes them.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
+        Or an array of another namespace with ``from_resp`` (only 'random' and 'random_from_data',
+        whose draws read nothing but the number of rows).
     weights_init, means_init, precisions_init : array-like or None
         Already validated by :func:`check_inits`; each one given overrides the data-derived value.
+    from_resp : callable, optional
+        ``from_resp(X, resp, sample_weight, covariance_type=...)`` -> host
+        :class:`~online_gmm._suffstats.SufficientStatistics`, ``resp`` a host array of shape
+        (n_samples, n_components); default :meth:`SufficientStatistics.from_resp`. Array API input
+        passes the device's (:func:`online_gmm._xp_fit.device_from_resp`).
     """
+    stats_of = SufficientStatistics.from_resp if from_resp is None else from_resp
     resp = initial_resp(X, n_components, method, rng, sample_weight)
-    stats = SufficientStatistics.from_resp(X, resp, sample_weight, covariance_type=covariance_type)
+    stats = stats_of(X, resp, sample_weight, covariance_type=covariance_type)
     kernel = get_kernel(covariance_type)
     cov = stats.covariances(reg_covar)
     if covariance_type == "tied" and method in ("k-means++", "random_from_data"):
         # One point per component carries no within-component spread; start from the pooled data
         # covariance instead (scikit-learn's tied formula here depends on the origin of X).
-        whole = SufficientStatistics.from_resp(X, np.ones((X.shape[0], 1)), sample_weight,
-                                               covariance_type="tied")
+        whole = stats_of(X, np.ones((X.shape[0], 1)), sample_weight, covariance_type="tied")
         cov = whole.covariances(reg_covar)
     weights = weights_init.copy() if weights_init is not None else (
         (stats.weights + 10 * np.finfo(float).eps)
