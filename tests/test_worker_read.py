@@ -55,7 +55,7 @@ def _rounds(path, chunk, n_rounds=6):
 
 def _same(a, b):
     assert len(a) == len(b)
-    for (Xa, ca, ra, pa, na, sa), (Xb, cb, rb, pb, nb, sb) in zip(a, b):
+    for (Xa, ca, ra, pa, na, sa), (Xb, cb, rb, pb, nb, sb) in zip(a, b, strict=True):
         np.testing.assert_array_equal(Xa, Xb)
         assert ca.keys() == cb.keys()
         for k in ca:
