@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -512,6 +513,53 @@ def test_sink_flush_reports_failed_deliveries(kafka_broker, kafka_topic, client)
         sink.close()
     values = sorted(json.loads(m.value)["i"] for m in read_topic(bs, topic, 3))
     assert values == [0, 2, 3]
+
+
+def test_sink_refusals_anywhere_in_a_batch(kafka_broker, kafka_topic, client):
+    """A batch is handed to the client in one C-level loop; a record refused at once (too large) at
+    the start, middle or end of it is reported with its own index, and every other record goes out
+    once, in order."""
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(1)
+    limit = {"kafka-python": {"max_request_size": 2000}, "confluent": {"message_max_bytes": 2000}}[client]
+    big = {0, 1, 17, 18, 39}
+    with KafkaSink(topic, bs, client=client, **limit) as sink:
+        blob = np.array(["x" * 5000 if i in big else "" for i in range(40)], dtype=object)
+        sink.write_columns({"i": np.arange(40), "blob": blob})
+        with pytest.raises(ConnectorError, match=r"failed to deliver 5 record") as info:
+            sink.flush()
+        assert [int(i) for i in re.findall(r"record (\d+):", str(info.value))] == sorted(big)
+        assert sink.position() == {"delivered": 35}
+    values = [json.loads(m.value)["i"] for m in read_topic(bs, topic, 35)]
+    assert values == [i for i in range(40) if i not in big]
+
+
+def test_kafka_python_sink_batches_by_default_and_user_settings_win(kafka_broker, kafka_topic):
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(1)
+    with KafkaSink(topic, bs, client="kafka-python") as sink:
+        config = sink._make_producer().config
+        assert (config["linger_ms"], config["batch_size"]) == (5, 256 * 1024)
+    with KafkaSink(topic, bs, client="kafka-python", linger_ms=0, batch_size=1000) as sink:
+        config = sink._make_producer().config
+        assert (config["linger_ms"], config["batch_size"]) == (0, 1000)
+        assert (config["enable_idempotence"], config["acks"]) == (True, -1)
+
+
+def test_confluent_sink_waits_out_a_full_local_queue(kafka_broker, kafka_topic):
+    """librdkafka's queue holds 7 messages here, so ``produce`` raises BufferError many times within
+    one batch: the sink lets deliveries drain the queue and goes on from the record that was refused,
+    so each record is written exactly once, in order."""
+    if os.environ.get("CI") != "true":
+        pytest.importorskip("confluent_kafka")
+    bs = kafka_broker.bootstrap_servers
+    topic = kafka_topic(1)
+    with KafkaSink(topic, bs, client="confluent", queue_buffering_max_messages=7) as sink:
+        sink.write_columns({"i": np.arange(300)})
+        sink.flush()
+        assert sink.position() == {"delivered": 300}
+    values = [json.loads(m.value)["i"] for m in read_topic(bs, topic, 300)]
+    assert values == list(range(300))
 
 
 # ---------------------------------------------------------------------- settings

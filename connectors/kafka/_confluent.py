@@ -7,13 +7,16 @@ unchanged.  librdkafka itself rejects unknown properties, with the name.
 The consumer takes what its local queue holds with ``consume(num_messages, 0)`` and waits with
 ``poll(timeout)`` only when that is empty (a read returns as soon as one record is there, never waiting
 for a full batch); ``fetch.queue.backoff.ms=10`` (librdkafka's default is 1000) made it about 2x faster
-on the local broker.  The producer queues a whole batch with one ``produce`` loop and reports only
+on the local broker.  The producer queues a whole batch in one C-level ``map`` over ``produce`` and reports only
 failed deliveries (``delivery.report.only.error``), which :meth:`KafkaSink.flush` raises.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import deque
+from itertools import repeat
+from operator import length_hint
 from typing import Any
 
 import numpy as np
@@ -280,21 +283,30 @@ class Sink(KafkaSink):
             self._failures.append((f"(key={msg.key()!r}, value={value[:40]!r})", str(err)))
 
     def _produce(self, values: list[bytes], keys: list[bytes | None] | None) -> None:
+        # One C-level loop (``map`` drained by a zero-length ``deque``) hands the whole batch to
+        # librdkafka; Python runs per record only where ``produce`` raised: a full local queue
+        # (BufferError: deliveries drain it, then the same record again) or a record refused at once
+        # (KafkaException, e.g. too large: noted for flush, then the next record).
         producer = self._make_producer()
         produce, poll, topic = producer.produce, producer.poll, self.topic
-        index = self._n_written
-        self._queued += len(values)
-        for value, key in zip(values, keys if keys is not None else [None] * len(values)):
-            while True:
-                try:
-                    produce(topic, value, key)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    poll(0.05)
-                except KafkaException as exc:
-                    self._failures.append((index, str(exc.args[0] if exc.args else exc)))
-                    break
-            index += 1
+        n = len(values)
+        self._queued += n
+        start = 0
+        while start < n:
+            rest = iter(values[start:] if start else values)
+            try:
+                if keys is None:
+                    deque(map(produce, repeat(topic), rest), maxlen=0)
+                else:
+                    deque(map(produce, repeat(topic), rest, keys[start:] if start else keys), maxlen=0)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                start = n - length_hint(rest) - 1
+                poll(0.05)
+            except KafkaException as exc:
+                failed = n - length_hint(rest) - 1
+                self._failures.append((self._n_written + failed, str(exc.args[0] if exc.args else exc)))
+                start = failed + 1
 
     def _flush_client(self, timeout: float | None) -> tuple[int, list[tuple[Any, str]]]:
         if self._producer is None or (not self._queued and not self._failures):
