@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Sequence
 
 import msgspec
@@ -108,23 +108,29 @@ class BlockDecoder:
         typ, attrs = _struct_tree(all_paths, types, "Record")
         self._lines = msgspec.json.Decoder(typ).decode_lines
         self._features = attrgetter(*attrs[: self.d])
-        # Common layouts (all features in one object holding nothing else, in order): the values come
-        # out of msgspec's astuple of that object, twice as fast as picking the attributes.
+        # Common layouts (all features in one object, in order, before any other field of it): the
+        # values come out of msgspec's astuple of that object (cut to the features when the object
+        # holds more, e.g. a carried id), about 1.5-2x as fast as picking the attributes.
         parent = {a.rpartition(".")[0] for a in attrs[: self.d]}
         self._tuple_of: Any = None
-        if len(parent) == 1 and not any(a.rpartition(".")[0] in parent for a in attrs[self.d:]):
+        if len(parent) == 1:
             (p,) = parent
             holder = typ
             for part in p.split(".") if p else ():
                 holder = holder.__annotations__[part] if hasattr(holder, "__annotations__") else None
                 if holder is None:
                     break
-            if holder is not None and [f"{p}.{f}" if p else f for f in holder.__struct_fields__] == \
-                    list(attrs[: self.d]):
+            names = [f"{p}.{f}" if p else f for f in getattr(holder, "__struct_fields__", ())]
+            if holder is not None and names[: self.d] == list(attrs[: self.d]):
                 astuple, get = msgspec.structs.astuple, attrgetter(p)
-                # two maps in C, no Python function per record
-                self._tuple_of = (lambda recs: map(astuple, recs)) if not p else \
-                    (lambda recs: map(astuple, map(get, recs)))
+                cut = itemgetter(slice(0, self.d))
+                # maps in C, no Python function per record
+                if len(names) == self.d:
+                    self._tuple_of = (lambda recs: map(astuple, recs)) if not p else \
+                        (lambda recs: map(astuple, map(get, recs)))
+                else:
+                    self._tuple_of = (lambda recs: map(cut, map(astuple, recs))) if not p else \
+                        (lambda recs: map(cut, map(astuple, map(get, recs))))
         self._carry = [attrgetter(a) for a in attrs[self.d:]]   # one getter per field: no tuples
         self.n_carry = len(carry)
 

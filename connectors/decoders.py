@@ -105,7 +105,8 @@ class JSONDecoder(ColumnsDecoder):
         values are rejected in both modes.
     carry : sequence of str or tuple of str, default=()
         Fields carried along unchanged with every good record (an event id, a timestamp, a key), named
-        like ``fields``; :meth:`decode_columns` returns them as columns (absent: ``None``).
+        like ``fields``; :meth:`decode_columns` returns them as columns (absent: ``None``).  A carried
+        field that is also a feature is carried as the feature's value, a float (``9`` becomes ``9.0``).
 
     Notes
     -----
@@ -141,6 +142,8 @@ class JSONDecoder(ColumnsDecoder):
         self.carry = list(carry)
         self._paths = paths
         self._carry_paths = carry_paths
+        #: per carried path, the index of the feature it also is (None if it is not one)
+        self._carry_feature = [paths.index(p) if p in paths else None for p in carry_paths]
         self.feature_names: list[str] = [".".join(p) for p in paths]
         self.carry_names: list[str] = [".".join(p) for p in carry_paths]
         self.n_features: int | None = len(paths)
@@ -260,8 +263,9 @@ class JSONDecoder(ColumnsDecoder):
                 continue
             rows.append(res)
             slow_good.append(i)
-            for c, path in zip(slow_carry, self._carry_paths):
-                c.append(_get_path(obj, path))
+            for c, path, j in zip(slow_carry, self._carry_paths, self._carry_feature):
+                value = _get_path(obj, path)
+                c.append(res[j] if j is not None and value is not None else value)
         if not slow_good:
             return X, done.tolist(), rejects, self._carried_columns(carried)
         good = np.concatenate([done, np.asarray(slow_good, dtype=np.int64)])

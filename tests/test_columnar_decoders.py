@@ -37,6 +37,8 @@ def reference(dec: JSONDecoder, raws):
             node = obj
             for k in path:
                 node = node.get(k) if isinstance(node, dict) else None
+            if path in dec._paths and node is not None:  # a carried feature: its value, a float
+                node = res[dec._paths.index(path)]
             carried[name].append(node)
     return np.asarray(rows, dtype=float).reshape(len(good), len(dec._paths)), good, rejects, carried
 
@@ -123,6 +125,49 @@ def test_block_path_equals_per_record_reference(lines, missing):
     assert_same(dec, lines)
 
 
+#: Layouts the block path reads by msgspec's astuple of the features' object, cut to the features
+#: when the object holds more (carried fields of the same object, a feature carried too, one feature).
+LAYOUTS = [
+    (["m.b", "m.a"], ["m.a", "extra"]),
+    (["m.a"], ["id", "m.b"]),
+    (["m.a", "m.b"], ["m.zz", "id"]),
+]
+
+
+@FUZZ
+@given(
+    lines=st.lists(st.one_of(good_line(), st.sampled_from(BAD_LINES), st.binary(max_size=30)),
+                   max_size=40),
+    layout=st.sampled_from(LAYOUTS),
+    missing=st.sampled_from(["reject", "nan"]),
+)
+def test_block_path_equals_reference_when_carried_fields_share_the_features_object(lines, layout, missing):
+    fields, carry = layout
+    assert_same(JSONDecoder(fields, missing=missing, carry=carry), lines)
+
+
+@st.composite
+def flat_line(draw):
+    """A flat event (features beside the carried id and timestamp), as Kafka messages often are."""
+    obj = {"id": draw(st.one_of(st.integers(), st.text(max_size=5))), "a": draw(numbers),
+           "ts": draw(st.text(max_size=8)), "b": draw(numbers)}
+    if draw(st.booleans()):
+        obj = dict(reversed(list(obj.items())))
+    return json.dumps(obj).encode()
+
+
+FLAT_BAD = [b'{"id": 1, "a": NaN, "b": 1}', b'{"id": 1, "a": "1", "b": 1}', b'{"id": 1, "b": 1}',
+            b'{"id": 1, "a": 1, "b": 2} {"id": 2, "a": 1, "b": 2}', b'{"id": 1, "a": 1, "b": 2, "z": [', b"1]}"]
+
+
+@FUZZ
+@given(lines=st.lists(st.one_of(flat_line(), st.sampled_from(FLAT_BAD)), max_size=40),
+       missing=st.sampled_from(["reject", "nan"]))
+def test_block_path_equals_reference_on_flat_records(lines, missing):
+    assert_same(JSONDecoder(["a", "b"], missing=missing, carry=["id", "ts"]), lines)
+    assert_same(JSONDecoder(["b", "a"], missing=missing, carry=["ts"]), lines)
+
+
 @FUZZ
 @given(lines=st.lists(st.one_of(good_line(), st.sampled_from(BAD_LINES)), min_size=1, max_size=30),
        cut=st.integers(0, 30))
@@ -192,3 +237,14 @@ def test_single_feature_and_top_level_fields(missing):
     else:
         assert good == [0, 1] and [r for r, _ in rejects] == [2, 3]
     assert_same(dec, raws)
+
+
+def test_a_carried_feature_is_carried_as_its_float_on_both_paths():
+    dec = JSONDecoder(["m.a", "m.b"], carry=["m.a", "id"])
+    good = b'{"id": 7, "m": {"a": 9007199254740993, "b": 1}}'
+    unusual = b' {"id": 8, "m": {"a": 9007199254740993, "b": 2}}'   # leading space: the careful path
+    X, rows, rejects, carried = dec.decode_columns([good, unusual])
+    assert rows == [0, 1] and rejects == []
+    assert carried["m.a"].tolist() == [9007199254740992.0, 9007199254740992.0] == X[:, 0].tolist()
+    assert [type(v) for v in carried["m.a"]] == [float, float]
+    assert carried["id"].tolist() == [7, 8]
