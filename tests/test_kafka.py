@@ -523,15 +523,17 @@ def test_sink_refusals_anywhere_in_a_batch(kafka_broker, kafka_topic, client):
     topic = kafka_topic(1)
     limit = {"kafka-python": {"max_request_size": 2000}, "confluent": {"message_max_bytes": 2000}}[client]
     big = {0, 1, 17, 18, 39}
-    with KafkaSink(topic, bs, client=client, **limit) as sink:
+    with KafkaSink(topic, bs, client=client, key="k", **limit) as sink:
         blob = np.array(["x" * 5000 if i in big else "" for i in range(40)], dtype=object)
-        sink.write_columns({"i": np.arange(40), "blob": blob})
+        keys = np.array([f"k{i}" for i in range(40)], dtype=object)
+        sink.write_columns({"i": np.arange(40), "k": keys, "blob": blob})
         with pytest.raises(ConnectorError, match=r"failed to deliver 5 record") as info:
             sink.flush()
         assert [int(i) for i in re.findall(r"record (\d+):", str(info.value))] == sorted(big)
         assert sink.position() == {"delivered": 35}
-    values = [json.loads(m.value)["i"] for m in read_topic(bs, topic, 35)]
-    assert values == [i for i in range(40) if i not in big]
+    msgs = read_topic(bs, topic, 35)
+    assert [json.loads(m.value)["i"] for m in msgs] == [i for i in range(40) if i not in big]
+    assert all(m.key == f"k{json.loads(m.value)['i']}".encode() for m in msgs)  # keys stay with their records
 
 
 def test_kafka_python_sink_batches_by_default_and_user_settings_win(kafka_broker, kafka_topic):
