@@ -123,14 +123,14 @@ class BlockDecoder:
             names = [f"{p}.{f}" if p else f for f in getattr(holder, "__struct_fields__", ())]
             if holder is not None and names[: self.d] == list(attrs[: self.d]):
                 astuple, get = msgspec.structs.astuple, attrgetter(p)
-                cut = itemgetter(slice(0, self.d))
-                # maps in C, no Python function per record
-                if len(names) == self.d:
-                    self._tuple_of = (lambda recs: map(astuple, recs)) if not p else \
-                        (lambda recs: map(astuple, map(get, recs)))
-                else:
-                    self._tuple_of = (lambda recs: map(cut, map(astuple, recs))) if not p else \
-                        (lambda recs: map(cut, map(astuple, map(get, recs))))
+                cut = None if len(names) == self.d else itemgetter(slice(0, self.d))
+
+                def tuples(recs: list[Any]) -> Any:
+                    # maps in C, no Python function per record
+                    rows = map(astuple, map(get, recs) if p else recs)
+                    return rows if cut is None else map(cut, rows)
+
+                self._tuple_of = tuples
         self._carry = [attrgetter(a) for a in attrs[self.d:]]   # one getter per field: no tuples
         self.n_carry = len(carry)
 
