@@ -156,11 +156,13 @@ class BlockDecoder:
         lens = np.fromiter(map(len, raws), dtype=np.int64, count=n)
         starts = np.zeros(n, dtype=np.int64)
         np.cumsum(lens[:-1] + 1, out=starts[1:])
-        try:
-            block.decode("utf-8")
-            utf8 = True
-        except UnicodeDecodeError:
-            utf8 = False
+        utf8 = block.isascii()        # the common case, about 10x cheaper than decoding to check
+        if not utf8:
+            try:
+                block.decode("utf-8")
+                utf8 = True
+            except UnicodeDecodeError:
+                pass
         if not utf8 or n == 0 or not block:
             return self._empty(), np.empty(0, np.int64), [[] for _ in range(self.n_carry)], np.arange(n)
         buf = np.frombuffer(block, dtype=np.uint8)

@@ -190,10 +190,11 @@ class CSVDecoder(ColumnsDecoder):
         n = len(raws)
         if block.count(b"\n") != n - 1:
             return None  # a record with an embedded newline
-        try:
-            text = block.decode("utf-8")
-        except (UnicodeDecodeError, AttributeError):
-            return None
+        if not block.isascii():       # ASCII is UTF-8: only other blocks need the (slower) check
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
         arrow = _arrow_csv()
         if arrow is not None:
             # pyarrow refuses a row with another number of cells than the width (ArrowInvalid)
@@ -206,7 +207,7 @@ class CSVDecoder(ColumnsDecoder):
             return None
         try:
             X = np.loadtxt(
-                io.StringIO(text), delimiter=self.delimiter, comments=None, quotechar=None,
+                io.StringIO(block.decode("utf-8")), delimiter=self.delimiter, comments=None, quotechar=None,
                 usecols=self._usecols, dtype=np.float64, ndmin=2,
             )
         except (ValueError, IndexError):
