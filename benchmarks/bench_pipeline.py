@@ -250,7 +250,8 @@ def main() -> int:
         files = write_files(X, tmp)
         batch = parse_config({"source": {"type": "jsonl", "path": "x", "fields": ["a"]}})["pipeline"]["batch_size"]
         print(f"{n} records, 8 features, K=4 full, batch {batch} (the default), quantile 0.99, "
-              f"checkpoints every 100000, BLAS 1 thread, best of {args.repeats}")
+              f"checkpoints every 100000, BLAS 1 thread; anchors: best of {args.repeats}, "
+              f"pipeline runs: median of {args.repeats}")
         bare = bare_decoders(files["jsonl"], n, args.repeats)
         fastest = max(bare.values())
         pf = partial_fit_alone(X, batch, args.repeats)
