@@ -7,9 +7,10 @@ statistics and optimisers, pandas, Dask or matplotlib (and without pyarrow for J
 the model is a :class:`~online_gmm.model_spec.ModelSpec` until a fitted estimator is asked for, and
 the warm-up's k-means and the refits import what they need when they first run.
 
-An ordinary mistake (a configuration key of the wrong type, a missing input, an input that is a
-directory, an unwritable output or checkpoint directory, a file that is not a checkpoint, a job
-already running on the same checkpoint directory, Ctrl-C during start-up) is answered with one line
+An ordinary mistake (an unknown command or option, a missing or out-of-range option value, a
+configuration key of the wrong type, a missing input, an input that is a directory, an unwritable
+output or checkpoint directory, a file that is not a checkpoint, a job already running on the same
+checkpoint directory, Ctrl-C during start-up) is answered with one line
 on stderr that names it and exit status 2, never a traceback, and leaves no output file that the
 command created behind. A failure while a job runs (a broker gone, a full disk) is one line with exit
 status 1; the job resumes from its last checkpoint when it is started again.
@@ -42,14 +43,38 @@ from online_gmm._cli_job import (
 __all__ = ["main", "build_pipeline"]
 
 
+def _one_line(exc: click.UsageError, outer: click.Context | None = None) -> click.ClickException:
+    """A usage error (unknown command or option, missing or bad value) as one line, exit status 2.
+
+    click would print the usage, a hint and the error on three lines; the hint stays, in brackets.
+    A bare ``online-gmm`` (click's "no arguments: show the help") is left as it is.  ``outer``: the
+    group's context, for the hint when click did not say which command the error belongs to.
+    """
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        return exc
+    ctx = exc.ctx if exc.ctx is not None else outer
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return Mistake(exc.format_message() + hint)
+
+
 class _Group(click.Group):
-    """Turns Ctrl-C outside a running job into one line and exit status 2 (a job stops cleanly)."""
+    """Turns a usage error, and Ctrl-C outside a running job, into one line and exit status 2 (a
+    running job stops cleanly on Ctrl-C)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
             raise Mistake("interrupted (Ctrl-C) before the job started: nothing was processed") from None
+        except click.UsageError as exc:
+            raise _one_line(exc, ctx) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -268,6 +268,23 @@ def test_run_mistakes_are_one_line_exit_2_and_leave_no_files(tmp_path, case):
     assert _files(tmp_path) == before          # no empty output file, no checkpoint left behind
 
 
+@pytest.mark.parametrize("args, needles", [
+    (["frobnicate"], ["No such command 'frobnicate'", "cli --help')"]),
+    (["--nope"], ["No such option '--nope'"]),
+    (["run"], ["Missing option '--config'", "cli run --help')"]),
+    (["run", "--config", "job.toml", "--max-records", "-1"], ["'--max-records'", "-1"]),
+    (["run", "--config", "job.toml", "--log-format", "xml"], ["'--log-format'", "'xml'"]),
+    (["score", "--checkpoint"], ["'--checkpoint' requires an argument", "--help')"]),
+])
+def test_usage_mistakes_are_one_line_with_the_help_hint(tmp_path, args, needles):
+    """click's usage errors (usage, hint and error on three lines) come out as one line, exit 2, with
+    the hint in brackets (the command is run as ``python -m online_gmm.cli`` here)."""
+    res = _online_gmm(*args, cwd=tmp_path)
+    _assert_one_line(res, *needles)
+    assert "Usage:" not in res.stderr + res.stdout
+    assert _files(tmp_path) == set()
+
+
 def test_sigint_during_start_up_is_one_line_and_leaves_nothing(tmp_path):
     """Ctrl-C while the command is still reading its configuration (a FIFO that never delivers)."""
     fifo = tmp_path / "job.toml"
